@@ -1,0 +1,114 @@
+"""The model bundle: what `escalade models build` writes and what agents and hubs load.
+
+A bundle is a directory holding ONNX files, calibration statistics and ``manifest.json``.
+The manifest names every file with its SHA-256 digest; loaders verify each digest before use,
+so a bundle copied to a device either loads exactly as built or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_NAME = "manifest.json"
+
+# Tensor names shared by the builder and the runtimes.
+ENCODER_INPUT = "input"
+EMBEDDING = "embedding"
+PROBABILITIES = "probabilities"
+
+
+class BundleError(Exception):
+    """A model bundle is missing, malformed or does not match its manifest."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class ArtifactFile(_Frozen):
+    path: str = Field(description="relative to the bundle directory")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RouterCalibration(_Frozen):
+    """The threshold the edge router starts from, chosen on the calibration split."""
+
+    signal: Literal["max_probability"] = "max_probability"
+    threshold: float = Field(ge=0.0, le=1.0)
+    expected_accuracy: float
+    expected_escalation_rate: float
+
+
+class BundleMetrics(_Frozen):
+    """Accuracies on the held-out test split, measured by the builder."""
+
+    edge_accuracy: float
+    hub_accuracy: float
+    cascade_accuracy: float
+    escalation_rate: float
+
+
+class ModelManifest(_Frozen):
+    format_version: Literal[1] = 1
+    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    model_version: int = Field(ge=1, lt=2**32)
+    dataset: str
+    seed: int
+    input_dim: int = Field(ge=1)
+    embedding_dim: int = Field(ge=1)
+    num_classes: int = Field(ge=2, lt=2**16)
+    # dtype of the embedding as it travels to the hub
+    wire_dtype: Literal["float32", "float16"]
+    encoder: ArtifactFile
+    head: ArtifactFile
+    hub: ArtifactFile
+    calibration: ArtifactFile
+    test_split: ArtifactFile
+    router: RouterCalibration
+    metrics: BundleMetrics
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(bundle_dir: Path) -> ModelManifest:
+    path = bundle_dir / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"no model bundle at {bundle_dir} (missing {MANIFEST_NAME})") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from exc
+    try:
+        return ModelManifest.model_validate(raw, strict=False)
+    except ValueError as exc:
+        raise BundleError(f"invalid manifest {path}: {exc}") from exc
+
+
+def verified_path(bundle_dir: Path, artifact: ArtifactFile) -> Path:
+    """Return the artifact's path after checking that its digest matches the manifest."""
+    path = (bundle_dir / artifact.path).resolve()
+    if bundle_dir.resolve() not in path.parents:
+        raise BundleError(f"artifact path escapes the bundle: {artifact.path}")
+    if not path.is_file():
+        raise BundleError(f"missing artifact {path}")
+    actual = sha256_file(path)
+    if actual != artifact.sha256:
+        raise BundleError(f"digest mismatch for {path}: manifest {artifact.sha256}, file {actual}")
+    return path
+
+
+def write_manifest(bundle_dir: Path, manifest: ModelManifest) -> Path:
+    path = bundle_dir / MANIFEST_NAME
+    path.write_text(manifest.model_dump_json(indent=2) + "\n")
+    return path

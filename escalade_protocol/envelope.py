@@ -1,0 +1,159 @@
+"""The escalation envelope: a signed header and an HPKE-sealed embedding.
+
+Layout of a sealed envelope (all integers big-endian)::
+
+    "ESC1" | u16 len | header | u32 len | hpke_enc || ciphertext | 64-byte Ed25519 signature
+
+- header: version, device id, model id + version, sequence number, timestamp, nonce, hub key id.
+- The payload (a `Tensor`) is sealed with HPKE base mode (RFC 9180: DHKEM(X25519, HKDF-SHA256),
+  HKDF-SHA256, AES-256-GCM) to the hub's attested X25519 key. The header is bound into the
+  HPKE key schedule through `info`, so a payload cannot be moved under another header.
+- The device signs, with its enrolled Ed25519 key, the domain-separated encoding of
+  header and ciphertext (encrypt-then-sign): the hub rejects forged or unknown senders before
+  spending a decryption, and the signature reveals nothing about the plaintext.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hpke
+
+from escalade_protocol.codec import Reader, Writer
+from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.keys import (
+    HUB_KEY_ID_SIZE,
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+from escalade_protocol.tensor import Tensor
+
+ENVELOPE_VERSION: Final = 1
+MAGIC: Final = b"ESC1"
+NONCE_SIZE: Final = 16
+SIGNATURE_SIZE: Final = 64
+MAX_ENVELOPE_BYTES: Final = 1 << 22
+
+SIGNATURE_DOMAIN: Final = b"escalade/v1/envelope-signature\x00"
+HPKE_INFO_DOMAIN: Final = b"escalade/v1/envelope-payload\x00"
+HPKE_SUITE: Final = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeHeader:
+    device_id: uuid.UUID
+    model_id: str
+    model_version: int
+    seq: int
+    timestamp_ms: int
+    nonce: bytes
+    hub_key_id: bytes
+    version: int = ENVELOPE_VERSION
+
+    def encode(self) -> bytes:
+        return (
+            Writer()
+            .u8(self.version)
+            .fixed(self.device_id.bytes, 16)
+            .text(self.model_id)
+            .u32(self.model_version)
+            .u64(self.seq)
+            .u64(self.timestamp_ms)
+            .fixed(self.nonce, NONCE_SIZE)
+            .fixed(self.hub_key_id, HUB_KEY_ID_SIZE)
+            .getvalue()
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> EnvelopeHeader:
+        reader = Reader(data)
+        version = reader.u8()
+        if version != ENVELOPE_VERSION:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION, f"envelope version {version} is not supported"
+            )
+        header = cls(
+            version=version,
+            device_id=uuid.UUID(bytes=reader.fixed(16)),
+            model_id=reader.text(),
+            model_version=reader.u32(),
+            seq=reader.u64(),
+            timestamp_ms=reader.u64(),
+            nonce=reader.fixed(NONCE_SIZE),
+            hub_key_id=reader.fixed(HUB_KEY_ID_SIZE),
+        )
+        reader.finish()
+        return header
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEnvelope:
+    """A parsed but not yet verified envelope."""
+
+    header: EnvelopeHeader
+    header_bytes: bytes
+    ciphertext: bytes
+    signature: bytes
+
+    def signed_bytes(self) -> bytes:
+        return _signed_bytes(self.header_bytes, self.ciphertext)
+
+    def verify_signature(self, device_key: Ed25519PublicKey) -> None:
+        try:
+            device_key.verify(self.signature, self.signed_bytes())
+        except InvalidSignature:
+            raise ProtocolError(ErrorCode.BAD_SIGNATURE, "envelope signature is invalid") from None
+
+    def open_payload(self, hub_key: X25519PrivateKey) -> Tensor:
+        try:
+            plaintext = HPKE_SUITE.decrypt(
+                self.ciphertext, hub_key, info=HPKE_INFO_DOMAIN + self.header_bytes
+            )
+        except (InvalidTag, ValueError):
+            raise ProtocolError(ErrorCode.BAD_CIPHERTEXT, "payload cannot be decrypted") from None
+        return Tensor.decode(plaintext)
+
+
+def _signed_bytes(header_bytes: bytes, ciphertext: bytes) -> bytes:
+    return (
+        Writer().raw(SIGNATURE_DOMAIN).short_bytes(header_bytes).long_bytes(ciphertext).getvalue()
+    )
+
+
+def seal(
+    header: EnvelopeHeader,
+    payload: Tensor,
+    *,
+    device_key: Ed25519PrivateKey,
+    hub_key: X25519PublicKey,
+) -> bytes:
+    header_bytes = header.encode()
+    ciphertext = HPKE_SUITE.encrypt(payload.encode(), hub_key, info=HPKE_INFO_DOMAIN + header_bytes)
+    signature = device_key.sign(_signed_bytes(header_bytes, ciphertext))
+    return (
+        Writer()
+        .raw(MAGIC)
+        .short_bytes(header_bytes)
+        .long_bytes(ciphertext)
+        .fixed(signature, SIGNATURE_SIZE)
+        .getvalue()
+    )
+
+
+def parse(data: bytes) -> SealedEnvelope:
+    """Split an envelope into its parts; checks structure only, nothing cryptographic."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "envelope is too large")
+    reader = Reader(data)
+    if reader.fixed(len(MAGIC)) != MAGIC:
+        raise ProtocolError(ErrorCode.MALFORMED, "not an Escalade envelope")
+    header_bytes = reader.short_bytes()
+    ciphertext = reader.long_bytes()
+    signature = reader.fixed(SIGNATURE_SIZE)
+    reader.finish()
+    return SealedEnvelope(EnvelopeHeader.decode(header_bytes), header_bytes, ciphertext, signature)

@@ -1,0 +1,72 @@
+"""Errors that cross the wire, each with a stable machine-readable code.
+
+    ProtocolError           base: carries an ErrorCode and a human message
+    └── (raised by codecs, envelope opening, hub pipeline stages)
+
+Codes are part of the public API: clients branch on them, so they never change meaning.
+The HTTP layer maps each code to a status in one table (`HTTP_STATUS`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    MALFORMED = "malformed"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_DEVICE = "unknown_device"
+    DEVICE_REVOKED = "device_revoked"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_CIPHERTEXT = "bad_ciphertext"
+    STALE_TIMESTAMP = "stale_timestamp"
+    REPLAYED_NONCE = "replayed_nonce"
+    UNKNOWN_HUB_KEY = "unknown_hub_key"
+    UNKNOWN_MODEL = "unknown_model"
+    BAD_TENSOR_SHAPE = "bad_tensor_shape"
+    BAD_TENSOR_DTYPE = "bad_tensor_dtype"
+    NON_FINITE = "non_finite"
+    BAD_TOKEN = "bad_token"  # noqa: S105 (an error code, not a secret)
+    BAD_PROOF = "bad_proof"
+    BAD_REQUEST = "bad_request"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    INTERNAL = "internal"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.MALFORMED: 400,
+    ErrorCode.UNSUPPORTED_VERSION: 400,
+    ErrorCode.BAD_TENSOR_SHAPE: 422,
+    ErrorCode.BAD_TENSOR_DTYPE: 422,
+    ErrorCode.NON_FINITE: 422,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNKNOWN_DEVICE: 401,
+    ErrorCode.BAD_SIGNATURE: 401,
+    ErrorCode.BAD_TOKEN: 401,
+    ErrorCode.BAD_PROOF: 401,
+    ErrorCode.DEVICE_REVOKED: 403,
+    ErrorCode.BAD_CIPHERTEXT: 400,
+    ErrorCode.STALE_TIMESTAMP: 401,
+    ErrorCode.REPLAYED_NONCE: 409,
+    # 409 tells the agent its view of the hub is out of date: re-attest, then retry.
+    ErrorCode.UNKNOWN_HUB_KEY: 409,
+    ErrorCode.UNKNOWN_MODEL: 404,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class ProtocolError(Exception):
+    """A message was refused; `code` says why in a form programs can rely on."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def __repr__(self) -> str:
+        return f"ProtocolError({self.code.value!r}, {self.message!r})"
