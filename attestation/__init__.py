@@ -1,0 +1,24 @@
+"""Remote attestation for Escalade (RATS roles).
+
+The hub is the Attester (`SimulatedAttester` today; Gramine/SGX DCAP next); the agent is the
+Verifier and Relying Party (`appraise` with an `AppraisalPolicy` -> `Verdict`).
+"""
+
+from attestation.binding import report_data
+from attestation.evidence import AttestationBundle, Evidence, SimulatedEvidence
+from attestation.policy import AppraisalPolicy, Failure, Status, Verdict, appraise
+from attestation.simulated import SimulatedAttester, code_measurement
+
+__all__ = [
+    "AppraisalPolicy",
+    "AttestationBundle",
+    "Evidence",
+    "Failure",
+    "SimulatedAttester",
+    "SimulatedEvidence",
+    "Status",
+    "Verdict",
+    "appraise",
+    "code_measurement",
+    "report_data",
+]
