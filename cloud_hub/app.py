@@ -1,0 +1,126 @@
+"""The hub's aiohttp application: routes, typed state, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from attestation import SimulatedAttester, code_measurement
+from attestation.binding import NONCE_SIZE
+from cloud_hub.config import HubConfig
+from cloud_hub.enrollment import enroll
+from cloud_hub.errors import NoTeeError
+from cloud_hub.escalation import EscalationPipeline, EscalationPolicy
+from cloud_hub.identity import HubIdentity
+from cloud_hub.serving import HubModel
+from cloud_hub.store import Store
+from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.http import error_middleware, json_response, read_body, read_json
+from escalade_protocol.messages import (
+    AttestationRequest,
+    EnrollRequest,
+    EnrollResponse,
+    HealthBody,
+)
+
+log = logging.getLogger("cloud_hub")
+
+ENVELOPE_CONTENT_TYPE = "application/vnd.escalade.envelope"
+ANSWER_CONTENT_TYPE = "application/vnd.escalade.answer"
+
+
+@dataclass(frozen=True, slots=True)
+class HubState:
+    config: HubConfig
+    store: Store
+    identity: HubIdentity
+    attester: SimulatedAttester
+    model: HubModel
+    pipeline: EscalationPipeline
+    # One worker: request work (SQLite, crypto, ONNX Runtime) stays off the event loop, and
+    # SQLite sees one writer at a time.
+    executor: ThreadPoolExecutor
+
+
+STATE = web.AppKey("state", HubState)
+
+
+def make_attester(config: HubConfig) -> SimulatedAttester:
+    if not config.allow_simulated_tee:
+        raise NoTeeError(
+            "no TEE attester is available on this machine (Gramine/SGX support is not built "
+            "yet); start with --allow-simulated-tee to run with INSECURE simulated evidence"
+        )
+    log.warning("SIMULATED TEE: attestation evidence is INSECURE and proves nothing")
+    return SimulatedAttester(code_measurement())
+
+
+def build_state(config: HubConfig) -> HubState:
+    attester = make_attester(config)
+    model = HubModel(config.models_dir)
+    store = Store.open(config.effective_database_url)
+    identity = HubIdentity.generate()
+    pipeline = EscalationPipeline(
+        identity=identity,
+        model=model,
+        store=store,
+        policy=EscalationPolicy(timestamp_window_ms=int(config.timestamp_window_s * 1000)),
+    )
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-worker")
+    return HubState(config, store, identity, attester, model, pipeline, executor)
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return json_response(HealthBody(status="ok", detail=f"model {state.model.info.model_id}"))
+
+
+async def handle_attestation(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await read_json(request, AttestationRequest)
+    if len(body.nonce) != NONCE_SIZE:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "nonce must be 32 bytes")
+    return json_response(state.identity.attest(state.attester, body.nonce, state.model.info))
+
+
+async def handle_enroll(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await read_json(request, EnrollRequest)
+    device_id = await asyncio.get_running_loop().run_in_executor(
+        state.executor, enroll, state.store, body
+    )
+    log.info("enrolled device %s (profile %s)", device_id, body.profile)
+    return json_response(EnrollResponse(device_id=device_id), status=201)
+
+
+async def handle_escalate(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await read_body(request)
+    answer = await asyncio.get_running_loop().run_in_executor(
+        state.executor, state.pipeline.process, body
+    )
+    return web.Response(body=answer, content_type=ANSWER_CONTENT_TYPE)
+
+
+def make_app(state: HubState) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
+    )
+    app[STATE] = state
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        state.executor.shutdown(wait=True)
+        state.store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/v1/health", handle_health)
+    app.router.add_post("/v1/attestation", handle_attestation)
+    app.router.add_post("/v1/enroll", handle_enroll)
+    app.router.add_post("/v1/escalate", handle_escalate)
+    return app

@@ -1,0 +1,27 @@
+"""The hub's configuration: parsed once at the entry point, then passed in, frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud_hub.store import sqlite_url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubConfig:
+    data_dir: Path
+    models_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    database_url: str | None = None
+    # Serve evidence from the software-only attester. INSECURE; development only.
+    allow_simulated_tee: bool = False
+    timestamp_window_s: float = 60.0
+    max_body_bytes: int = 1 << 20
+    # Print "READY <url>" on stdout once listening, for supervisors and tests.
+    announce_ready: bool = False
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir)

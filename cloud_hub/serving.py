@@ -1,0 +1,49 @@
+"""The hub's large model: one ONNX Runtime session over the bundle's hub model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from escalade_protocol.artifacts import (
+    EMBEDDING,
+    PROBABILITIES,
+    ModelManifest,
+    load_manifest,
+    verified_path,
+)
+from escalade_protocol.messages import HubModelInfo
+
+
+class HubModel:
+    def __init__(self, bundle_dir: Path, *, threads: int = 1) -> None:
+        self.manifest: ModelManifest = load_manifest(bundle_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(verified_path(bundle_dir, self.manifest.hub)),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+        )
+
+    @property
+    def info(self) -> HubModelInfo:
+        m = self.manifest
+        return HubModelInfo(
+            model_id=m.model_id,
+            model_version=m.model_version,
+            embedding_dim=m.embedding_dim,
+            num_classes=m.num_classes,
+            wire_dtype=m.wire_dtype,
+        )
+
+    def predict(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Class probabilities for one embedding of shape (embedding_dim,)."""
+        batch = embedding.reshape(1, -1).astype(np.float32, copy=False)
+        (probabilities,) = self._session.run([PROBABILITIES], {EMBEDDING: batch})
+        result: npt.NDArray[np.float32] = np.asarray(probabilities[0], dtype=np.float32)
+        return result

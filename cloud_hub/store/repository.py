@@ -1,0 +1,194 @@
+"""The hub's persistence: every read and write of hub state goes through `Store`.
+
+Methods are synchronous and short; the aiohttp handlers call them from a worker thread.
+Each write is one transaction: a rejected request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cloud_hub.store.schema import devices, enrollment_tokens, escalations, metadata
+from escalade_protocol.errors import ErrorCode, ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: uuid.UUID
+    public_key: bytes
+    profile: str
+    status: str
+    enrolled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationRecord:
+    device_id: uuid.UUID
+    nonce: bytes
+    seq: int
+    sent_at_ms: int
+    model_id: str
+    model_version: int
+    label: int
+    request_digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    tokens: int
+    tokens_used: int
+    devices: int
+    escalations: int
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'hub.db'}"
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    # WAL lets readers and the writer proceed together; synchronous=NORMAL keeps every commit
+    # across a process crash (a power cut may lose the last few) and costs no fsync per commit.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        store = cls(engine)
+        store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- enrollment -------------------------------------------------------------------------
+
+    def add_token(self, token_hash: str, *, ttl: timedelta, note: str = "") -> datetime:
+        now = datetime.now(UTC)
+        expires = now + ttl
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(enrollment_tokens).values(
+                    token_hash=token_hash, created_at=now, expires_at=expires, note=note
+                )
+            )
+        return expires
+
+    def enroll(self, *, token_hash: str, public_key: bytes, profile: str) -> uuid.UUID:
+        """Consume a one-time token and record a new device, atomically."""
+        now = datetime.now(UTC)
+        device_id = uuid.uuid4()
+        with self.engine.begin() as conn:
+            # Claim the token with a conditional update: of two concurrent enrollments with
+            # one token, exactly one sees rowcount 1.
+            claimed = conn.execute(
+                update(enrollment_tokens)
+                .where(
+                    enrollment_tokens.c.token_hash == token_hash,
+                    enrollment_tokens.c.used_at.is_(None),
+                    enrollment_tokens.c.expires_at > now,
+                )
+                .values(used_at=now, device_id=str(device_id))
+            ).rowcount
+            if claimed != 1:
+                raise ProtocolError(
+                    ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired"
+                )
+            known = conn.execute(
+                select(devices.c.device_id).where(devices.c.public_key == public_key)
+            ).first()
+            if known is not None:
+                # Raising rolls the token claim back: the token stays usable.
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "this public key is already enrolled")
+            conn.execute(
+                insert(devices).values(
+                    device_id=str(device_id),
+                    public_key=public_key,
+                    profile=profile,
+                    status="active",
+                    enrolled_at=now,
+                )
+            )
+        return device_id
+
+    def get_device(self, device_id: uuid.UUID) -> Device | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(devices).where(devices.c.device_id == str(device_id))).first()
+        if row is None:
+            return None
+        return Device(
+            device_id=uuid.UUID(row.device_id),
+            public_key=bytes(row.public_key),
+            profile=row.profile,
+            status=row.status,
+            enrolled_at=row.enrolled_at,
+        )
+
+    def set_device_status(self, device_id: uuid.UUID, status: str) -> bool:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(devices).where(devices.c.device_id == str(device_id)).values(status=status)
+            ).rowcount
+        return bool(changed == 1)
+
+    # -- escalations ------------------------------------------------------------------------
+
+    def record_escalation(self, record: EscalationRecord) -> None:
+        """Durably record an accepted escalation; a repeated (device, nonce) is a replay."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(escalations).values(
+                        device_id=str(record.device_id),
+                        nonce=record.nonce,
+                        seq=record.seq,
+                        sent_at_ms=record.sent_at_ms,
+                        received_at=datetime.now(UTC),
+                        model_id=record.model_id,
+                        model_version=record.model_version,
+                        label=record.label,
+                        request_digest=record.request_digest,
+                    )
+                )
+        except IntegrityError:
+            raise ProtocolError(
+                ErrorCode.REPLAYED_NONCE, "this envelope's nonce was already used"
+            ) from None
+
+    def counts(self) -> StoreCounts:
+        with self.engine.connect() as conn:
+
+            def count(table: object, *where: object) -> int:
+                stmt = select(func.count()).select_from(table)  # type: ignore[arg-type]
+                if where:
+                    stmt = stmt.where(*where)  # type: ignore[arg-type]
+                return int(conn.execute(stmt).scalar_one())
+
+            return StoreCounts(
+                tokens=count(enrollment_tokens),
+                tokens_used=count(enrollment_tokens, enrollment_tokens.c.used_at.is_not(None)),
+                devices=count(devices),
+                escalations=count(escalations),
+            )
