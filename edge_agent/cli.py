@@ -1,0 +1,168 @@
+"""`edge-agent`: enroll this device, run the local API, list firmware profiles."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+from aiohttp import web
+
+from edge_agent.api import AgentState, make_app
+from edge_agent.config import AgentConfig
+from edge_agent.enrollment import enroll
+from edge_agent.errors import AgentError
+from edge_agent.identity import DeviceIdentity
+from edge_agent.profile import FirmwareProfile, available_profiles, detect, load_profile
+from edge_agent.runtime import EdgeRuntime
+from escalade_protocol.artifacts import BundleError
+
+log = logging.getLogger("edge_agent")
+
+
+def _profile(name: str | None) -> FirmwareProfile:
+    return load_profile(name) if name else detect(ort.get_available_providers())
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    profile = _profile(args.profile)
+    identity = asyncio.run(
+        enroll(
+            hub_url=args.hub,
+            token=args.token,
+            data_dir=Path(args.data_dir).expanduser(),
+            profile=profile.name,
+        )
+    )
+    print(f"enrolled as device {identity.device_id} with hub {args.hub}")
+    return 0
+
+
+async def _serve(config: AgentConfig) -> None:
+    profile = _profile(config.profile)
+    runtime = EdgeRuntime(config.models_dir, profile)
+    identity = DeviceIdentity.load(config.data_dir)
+    threshold = (
+        config.threshold if config.threshold is not None else runtime.manifest.router.threshold
+    )
+    state = AgentState(
+        config=config, profile=profile, runtime=runtime, identity=identity, threshold=threshold
+    )
+    if config.allow_simulated_tee:
+        log.warning(
+            "allow_simulated_tee is set: this agent accepts INSECURE simulated hub evidence"
+        )
+    runner = web.AppRunner(make_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    url = f"http://{config.host}:{runner.addresses[0][1]}"
+    log.info(
+        "agent %s listening on %s (profile %s, providers %s, hub %s, threshold %.3f)",
+        identity.device_id,
+        url,
+        profile.name,
+        ",".join(runtime.providers),
+        state.hub_url,
+        threshold,
+    )
+    if config.announce_ready:
+        print(f"READY {url}", flush=True)
+    stop = asyncio.Event()
+    # SIGTERM stops the service cleanly: open requests finish, state is closed.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = AgentConfig.load(
+        Path(args.config) if args.config else None,
+        {
+            "data_dir": args.data_dir,
+            "models_dir": args.models,
+            "hub_url": args.hub,
+            "profile": args.profile,
+            "host": args.host,
+            "port": args.port,
+            "allow_simulated_tee": True if args.allow_simulated_tee else None,
+            "threshold": args.threshold,
+            "announce_ready": True if args.ready else None,
+        },
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config))
+    return 0
+
+
+def cmd_profiles(_args: argparse.Namespace) -> int:
+    providers = ort.get_available_providers()
+    try:
+        detected = detect(providers).name
+    except AgentError:
+        detected = None
+    for profile in available_profiles():
+        mark = "*" if profile.name == detected else " "
+        print(f"{mark} {profile.name:16} {', '.join(profile.execution_providers)}")
+    print(f"ONNX Runtime providers here: {', '.join(providers)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description="Escalade edge agent")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("enroll", help="enroll this device with a hub using a one-time token")
+    p.add_argument("--hub", required=True, help="hub URL, e.g. http://hub.local:8443")
+    p.add_argument("--token", required=True, help="one-time enrollment token")
+    p.add_argument("--data-dir", default="./agent-data")
+    p.add_argument("--profile", default=None, help="firmware profile (default: detect)")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("run", help="serve the local API")
+    p.add_argument("--config", default=None, help="agent.toml (flags override it)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--models", default=None, help="model bundle directory")
+    p.add_argument("--hub", default=None, help="hub URL (default: the enrolled hub)")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None, help="0 picks a free port")
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument(
+        "--allow-simulated-tee",
+        action="store_true",
+        help="accept INSECURE simulated hub evidence (development only)",
+    )
+    p.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("profiles", help="list firmware profiles, mark the detected one")
+    p.set_defaults(func=cmd_profiles)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.func(args)
+    except (AgentError, BundleError, PermissionError) as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
