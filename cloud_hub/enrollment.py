@@ -20,6 +20,7 @@ from escalade_protocol.keys import load_ed25519_public
 from escalade_protocol.messages import EnrollRequest, enrollment_proof_bytes
 
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
+TOKEN_PREFIX = "esc_enr_"
 
 
 def token_hash(token: str) -> str:
@@ -30,7 +31,9 @@ def create_token(
     store: Store, *, ttl: timedelta = DEFAULT_TOKEN_TTL, note: str = ""
 ) -> tuple[str, datetime]:
     """Make a one-time enrollment token; returns it (shown once) and its expiry."""
-    token = secrets.token_urlsafe(32)
+    # The prefix makes tokens easy to spot by secret scanners and keeps them from starting
+    # with "-", which command-line parsers would read as an option.
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = store.add_token(token_hash(token), ttl=ttl, note=note)
     return token, expires
 

@@ -1,0 +1,563 @@
+"""The hub's escalation path against a bare baseline measured in the same run.
+
+Escalade: a real hub process (`cloud_hub.cli serve`), a device enrolled with a one-time token,
+the hub attested by the real client code, then sealed envelopes POSTed to /v1/escalate and
+every signed answer verified, exactly as `edge_agent.hub_client` does it.
+
+Baseline: `bench/_baseline_server.py`, the same cryptography and the same ONNX model with no
+framework around them (no database, no replay check, no parsing layers, no thread hop), fed
+requests and replies of the same sizes.
+
+Both servers run side by side; the two are measured in alternating rounds (ABBA) so that the
+machine's drift over minutes falls on both alike. This process is the load generator; the
+servers are child processes, stopped on the way out whatever happens.
+
+    PYTHONPATH=. python bench/escalation.py [--models DIR] [--requests N] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from attestation import AppraisalPolicy
+from edge_agent.enrollment import enroll
+from edge_agent.hub_client import ENVELOPE_CONTENT_TYPE, HubClient
+from edge_agent.identity import DeviceIdentity
+from escalade.procs import Service, ServiceError, module_command, run_step, service
+from escalade_protocol import envelope
+from escalade_protocol.answer import request_digest, verify_answer
+from escalade_protocol.artifacts import (
+    EMBEDDING,
+    ENCODER_INPUT,
+    BundleError,
+    ModelManifest,
+    load_manifest,
+    verified_path,
+)
+from escalade_protocol.keys import public_bytes
+from escalade_protocol.tensor import Tensor
+
+F32 = npt.NDArray[np.float32]
+HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+BASELINE_SERVER = Path(__file__).with_name("_baseline_server.py")
+LATENCY_TARGET = 1.5  # escalade / baseline, at most
+THROUGHPUT_TARGET = 0.70  # escalade / baseline, at least
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the two systems under test, as the client sees them --------------------------------------
+
+
+@dataclass
+class System:
+    """One server: how to build a request (client crypto) and how to check its reply."""
+
+    name: str
+    url: str
+    content_type: str
+    pid: int
+    # Seal/sign one embedding into a request body.
+    prepare: Callable[[F32], bytes]
+    # Verify a reply for a request; raise if it is wrong.
+    check: Callable[[bytes, bytes], None]
+    latency_ns: list[int] = field(default_factory=list)
+    e2e_ns: list[int] = field(default_factory=list)
+    tput_requests: int = 0
+    tput_wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+
+def escalade_system(
+    hub: Service,
+    *,
+    identity: DeviceIdentity,
+    manifest: ModelManifest,
+    hub_key_id: bytes,
+    encryption_key: X25519PublicKey,
+    signing_key: Ed25519PublicKey,
+) -> System:
+    # Sequence numbers start from the clock, like HubClient's, so they rise across runs.
+    seq = time.time_ns() // 1000
+
+    def prepare(embedding: F32) -> bytes:
+        # The body of HubClient._send, minus the HTTP call.
+        nonlocal seq
+        seq += 1
+        header = envelope.EnvelopeHeader(
+            device_id=identity.device_id,
+            model_id=manifest.model_id,
+            model_version=manifest.model_version,
+            seq=seq,
+            timestamp_ms=time.time_ns() // 1_000_000,
+            nonce=os.urandom(envelope.NONCE_SIZE),
+            hub_key_id=hub_key_id,
+        )
+        payload = Tensor.from_numpy(embedding, manifest.wire_dtype)
+        return envelope.seal(header, payload, device_key=identity.key, hub_key=encryption_key)
+
+    def check(request: bytes, reply: bytes) -> None:
+        verify_answer(reply, signing_key, expected_digest=request_digest(request))
+
+    return System(
+        "escalade",
+        hub.url + "/v1/escalate",
+        ENVELOPE_CONTENT_TYPE,
+        hub.process.pid,
+        prepare,
+        check,
+    )
+
+
+def baseline_system(
+    server: Service,
+    *,
+    device_key: Ed25519PrivateKey,
+    wire_dtype: str,
+    encryption_key: X25519PublicKey,
+    signing_key: Ed25519PublicKey,
+    header_bytes: int,
+    reply_bytes: int,
+) -> System:
+    wire = np.dtype(wire_dtype).newbyteorder("<")
+
+    def prepare(embedding: F32) -> bytes:
+        # An opaque header of the envelope header's size, bound into HPKE like the real one.
+        header = os.urandom(header_bytes)
+        plaintext = np.ascontiguousarray(embedding, dtype=wire).tobytes()
+        body = (
+            header_bytes.to_bytes(2, "big")
+            + header
+            + HPKE_SUITE.encrypt(plaintext, encryption_key, info=header)
+        )
+        return body + device_key.sign(body)
+
+    def check(request: bytes, reply: bytes) -> None:
+        if len(reply) != reply_bytes:
+            raise ValueError(f"baseline reply is {len(reply)} bytes, expected {reply_bytes}")
+        signing_key.verify(reply[-64:], reply[:-64])
+        if reply[:32] != hashlib.sha256(request).digest():
+            raise ValueError("baseline reply is for another request")
+
+    return System(
+        "baseline",
+        server.url + "/escalate",
+        "application/octet-stream",
+        server.process.pid,
+        prepare,
+        check,
+    )
+
+
+# -- measurement -----------------------------------------------------------------------------
+
+
+def pin_processes(*server_pids: int) -> None:
+    """Servers on the last CPU, this load generator on the others: each server gets one whole
+    core (the unit of DESIGN.md's per-core figures) and never competes with its own load."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    for pid in server_pids:
+        # All threads of the server: the hub's worker thread and ONNX Runtime's included.
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {cpus[-1]})
+    os.sched_setaffinity(0, set(cpus[:-1]))
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def post(http: aiohttp.ClientSession, system: System, body: bytes) -> bytes:
+    async with http.post(
+        system.url, data=body, headers={"Content-Type": system.content_type}
+    ) as response:
+        reply = await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{system.name} answered HTTP {response.status}: {reply[:300]!r}")
+        return reply
+
+
+async def measure_latency(
+    http: aiohttp.ClientSession, system: System, embeddings: Sequence[F32], record: bool = True
+) -> None:
+    """One request in flight. Latency is the HTTP round trip (POST sent to answer read): the
+    hub's share; e2e adds the client's sealing and checking, the same work on both sides."""
+    for embedding in embeddings:
+        start = time.perf_counter_ns()
+        body = system.prepare(embedding)
+        sent = time.perf_counter_ns()
+        reply = await post(http, system, body)
+        received = time.perf_counter_ns()
+        system.check(body, reply)
+        if record:
+            system.latency_ns.append(received - sent)
+            system.e2e_ns.append(time.perf_counter_ns() - start)
+
+
+async def measure_throughput(
+    http: aiohttp.ClientSession, system: System, embeddings: Sequence[F32], concurrency: int
+) -> None:
+    """`concurrency` requests in flight over a fixed count. Requests are sealed before and
+    replies checked after the timed window, so the load generator (this process, on the other
+    core) stays lighter than the server and the figure is the server's capacity."""
+    bodies = [system.prepare(e) for e in embeddings]
+    replies: list[bytes] = [b""] * len(bodies)
+    next_index = iter(range(len(bodies)))
+
+    async def worker() -> None:
+        for i in next_index:
+            replies[i] = await post(http, system, bodies[i])
+
+    cpu_client, cpu_server = time.process_time(), process_cpu_s(system.pid)
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    system.server_cpu_s += process_cpu_s(system.pid) - cpu_server
+    system.client_cpu_s += time.process_time() - cpu_client
+    system.tput_wall_s += wall
+    system.tput_requests += len(bodies)
+    for body, reply in zip(bodies, replies, strict=True):
+        system.check(body, reply)
+
+
+def split(items: Sequence[F32], count: int, parts: int) -> list[list[F32]]:
+    """`count` items drawn cyclically from `items`, cut into `parts` nearly equal chunks."""
+    drawn = [items[i % len(items)] for i in range(count)]
+    bounds = [k * count // parts for k in range(parts + 1)]
+    return [drawn[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+async def run_rounds(
+    http: aiohttp.ClientSession,
+    systems: tuple[System, System],
+    embeddings: Sequence[F32],
+    *,
+    requests: int,
+    throughput_requests: int,
+    concurrency: int,
+    rounds: int,
+) -> None:
+    latency_chunks = split(embeddings, requests, rounds)
+    tput_chunks = split(embeddings, throughput_requests, rounds)
+    for r in range(rounds):
+        # ABBA: the order flips every round, so neither system always runs first.
+        order = systems if r % 2 == 0 else systems[::-1]
+        for system in order:
+            n_before = len(system.latency_ns)
+            await measure_latency(http, system, latency_chunks[r])
+            chunk = np.array(system.latency_ns[n_before:])
+            progress(
+                f"  round {r + 1}/{rounds} {system.name:8} latency: {len(chunk)} requests, "
+                f"p50 {np.percentile(chunk, 50) / 1000:.0f} µs"
+            )
+        for system in order:
+            wall_before = system.tput_wall_s
+            await measure_throughput(http, system, tput_chunks[r], concurrency)
+            wall = system.tput_wall_s - wall_before
+            progress(
+                f"  round {r + 1}/{rounds} {system.name:8} throughput: {len(tput_chunks[r])} "
+                f"requests at {concurrency} in flight, {len(tput_chunks[r]) / wall:.0f} req/s"
+            )
+
+
+def summary(system: System) -> dict[str, float]:
+    latency = np.array(system.latency_ns) / 1000
+    e2e = np.array(system.e2e_ns) / 1000
+    n = system.tput_requests
+    return {
+        "latency_p50_us": float(np.percentile(latency, 50)),
+        "latency_p99_us": float(np.percentile(latency, 99)),
+        "e2e_p50_us": float(np.percentile(e2e, 50)),
+        "throughput_rps": n / system.tput_wall_s,
+        "server_cpu_us_per_request": system.server_cpu_s / n * 1e6,
+        "client_cpu_us_per_request": system.client_cpu_s / n * 1e6,
+        # Busy fraction of the load generator during the throughput runs: near 1.0 would mean
+        # the client, not the server, set the pace.
+        "client_busy": system.client_cpu_s / system.tput_wall_s,
+    }
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
+def bundle_embeddings(bundle: Path, manifest: ModelManifest) -> list[F32]:
+    """Real embeddings: the bundle's test inputs through its encoder, as a device computes them."""
+    with np.load(verified_path(bundle, manifest.test_split)) as data:
+        inputs = np.asarray(data["X"], dtype=np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    encoder = ort.InferenceSession(
+        str(verified_path(bundle, manifest.encoder)),
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+    )
+    return [
+        np.asarray(encoder.run([EMBEDDING], {ENCODER_INPUT: row.reshape(1, -1)})[0][0], np.float32)
+        for row in inputs
+    ]
+
+
+async def fetch_baseline_keys(
+    http: aiohttp.ClientSession, url: str
+) -> tuple[X25519PublicKey, Ed25519PublicKey]:
+    async with http.get(url + "/keys") as response:
+        keys = await response.json()
+    return (
+        X25519PublicKey.from_public_bytes(bytes.fromhex(keys["encryption_key"])),
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(keys["signing_key"])),
+    )
+
+
+def prepare_bundle(models: str | None, work: Path) -> Path:
+    if models is not None:
+        return Path(models)
+    from escalade.modelbuild import build_bundle  # needs scikit-learn: only here
+
+    def step(description: str, done: int, total: int) -> None:
+        if done == total:
+            progress(f"  {description}: done")
+
+    progress("building the digits bundle (seed 0) ...")
+    build_bundle("digits", work / "bundle", seed=0, on_step=step)
+    return work / "bundle"
+
+
+async def run(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
+    # SIGTERM cancels the run like Ctrl-C does, so the exit stack below still stops the
+    # servers (they run in sessions of their own and would outlive an abrupt exit).
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    manifest = load_manifest(bundle)
+    embeddings = bundle_embeddings(bundle, manifest)
+    progress(
+        f"model {manifest.model_id} v{manifest.model_version}: {len(embeddings)} test "
+        f"embeddings of {manifest.embedding_dim} x {manifest.wire_dtype}"
+    )
+
+    hub_dir = work / "hub"
+    hub_argv = module_command(
+        "cloud_hub.cli", "serve", "--data-dir", str(hub_dir), "--models", str(bundle),
+        "--port", "0", "--allow-simulated-tee", "--ready",
+    )  # fmt: skip
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+        progress("starting the hub ...")
+        hub = await stack.enter_async_context(service("hub", hub_argv, log_dir=work))
+        token = await run_step(
+            module_command("cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir),
+                           "--quiet"),
+            what="creating an enrollment token",
+        )  # fmt: skip
+        identity = await enroll(
+            hub_url=hub.url, token=token.strip(), data_dir=work / "device", profile="bench"
+        )
+        attested = await HubClient(
+            http,
+            base_url=hub.url,
+            identity=identity,
+            manifest=manifest,
+            policy=AppraisalPolicy(allow_simulated_tee=True),
+        ).attest()
+        escalade = escalade_system(
+            hub,
+            identity=identity,
+            manifest=manifest,
+            hub_key_id=attested.key_id,
+            encryption_key=attested.encryption_key,
+            signing_key=attested.signing_key,
+        )
+
+        # Sizes of the real exchange, which the baseline's requests and replies copy.
+        sample = escalade.prepare(embeddings[0])
+        answer = await post(http, escalade, sample)
+        escalade.check(sample, answer)
+        plaintext_bytes = len(Tensor.from_numpy(embeddings[0], manifest.wire_dtype).data)
+        # u16 length | header | HPKE enc (32) || ciphertext (+16 tag) | signature (64)
+        baseline_header = len(sample) - (2 + 32 + plaintext_bytes + 16 + 64)
+
+        progress("starting the baseline server ...")
+        baseline_argv = [
+            sys.executable, str(BASELINE_SERVER),
+            "--model", str(verified_path(bundle, manifest.hub)),
+            "--device-key", public_bytes(identity.key.public_key()).hex(),
+            "--wire-dtype", manifest.wire_dtype,
+            "--reply-bytes", str(len(answer)),
+        ]  # fmt: skip
+        server = await stack.enter_async_context(service("baseline", baseline_argv, log_dir=work))
+        enc_key, sig_key = await fetch_baseline_keys(http, server.url)
+        if args.pin:
+            pin_processes(hub.process.pid, server.process.pid)
+        baseline = baseline_system(
+            server,
+            device_key=identity.key,
+            wire_dtype=manifest.wire_dtype,
+            encryption_key=enc_key,
+            signing_key=sig_key,
+            header_bytes=baseline_header,
+            reply_bytes=len(answer),
+        )
+        probe = baseline.prepare(embeddings[0])
+        if len(probe) != len(sample):
+            raise RuntimeError(f"request sizes differ: baseline {len(probe)}, hub {len(sample)}")
+
+        progress(f"warming up ({args.warmup} requests each) ...")
+        for system in (baseline, escalade):
+            warm = split(embeddings, args.warmup, 1)[0]
+            await measure_latency(http, system, warm, record=False)
+            await measure_throughput(http, system, warm, args.concurrency)
+            system.tput_requests = 0
+            system.tput_wall_s = system.server_cpu_s = system.client_cpu_s = 0.0
+
+        progress(
+            f"measuring: {args.requests} requests one at a time, {args.throughput_requests} "
+            f"at {args.concurrency} in flight, each system, in {args.rounds} rounds"
+        )
+        await run_rounds(
+            http,
+            (baseline, escalade),
+            embeddings,
+            requests=args.requests,
+            throughput_requests=args.throughput_requests,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+        )
+
+    base, esc = summary(baseline), summary(escalade)
+    return {
+        "config": {
+            "requests": args.requests,
+            "throughput_requests": args.throughput_requests,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "pinned": args.pin,
+            "model": f"{manifest.model_id} v{manifest.model_version}",
+            "embedding": f"{manifest.embedding_dim} x {manifest.wire_dtype}",
+            "request_bytes": len(sample),
+            "reply_bytes": len(answer),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "baseline": base,
+        "escalade": esc,
+        "ratios": {
+            "latency_p50": esc["latency_p50_us"] / base["latency_p50_us"],
+            "latency_p99": esc["latency_p99_us"] / base["latency_p99_us"],
+            "throughput": esc["throughput_rps"] / base["throughput_rps"],
+        },
+        "targets": {"latency_p50_max": LATENCY_TARGET, "throughput_min": THROUGHPUT_TARGET},
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    base, esc, ratios = result["baseline"], result["escalade"], result["ratios"]
+    cfg = result["config"]
+    rows: list[tuple[str, str, float | None, str]] = [
+        ("latency p50, µs (1 in flight)", "latency_p50_us", ratios["latency_p50"], "<= 1.50"),
+        ("latency p99, µs (1 in flight)", "latency_p99_us", ratios["latency_p99"], ""),
+        (f"throughput, req/s ({cfg['concurrency']} in flight)", "throughput_rps",
+         ratios["throughput"], ">= 0.70"),
+        ("e2e p50 incl. client crypto, µs", "e2e_p50_us", None, ""),
+        ("server CPU per request, µs", "server_cpu_us_per_request", None, ""),
+        ("load-generator busy fraction", "client_busy", None, ""),
+    ]  # fmt: skip
+    print()
+    print(
+        f"escalation path: {cfg['model']}, {cfg['embedding']}, request {cfg['request_bytes']} B, "
+        f"reply {cfg['reply_bytes']} B"
+    )
+    print(f"{'':40} {'baseline':>10} {'escalade':>10} {'ratio':>7}  target")
+    for label, key, ratio, target in rows:
+        fmt = "{:>10.2f}" if key == "client_busy" else "{:>10.0f}"
+        ratio_text = "" if ratio is None else f"{ratio:.2f}"
+        verdict = ""
+        if ratio is not None and target:
+            met = ratio <= LATENCY_TARGET if target.startswith("<=") else ratio >= THROUGHPUT_TARGET
+            verdict = "ok" if met else "MISSED"
+        values = f"{fmt.format(base[key])} {fmt.format(esc[key])}"
+        print(f"{label:40} {values} {ratio_text:>7}  {target} {verdict}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Escalade hub escalation path vs a bare baseline")
+    parser.add_argument("--models", default=None, help="model bundle (default: build digits)")
+    parser.add_argument("--requests", type=int, default=1000, help="latency requests per system")
+    parser.add_argument(
+        "--throughput-requests",
+        type=int,
+        default=None,
+        help="throughput requests per system (default: 3 x --requests)",
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (ABBA)")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per system")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the servers to one CPU and the load generator to the others",
+    )
+    parser.add_argument("--json", dest="json_out", default=None, help="also write results here")
+    args = parser.parse_args(argv)
+    if args.throughput_requests is None:
+        args.throughput_requests = 3 * args.requests
+    if min(args.requests, args.throughput_requests) < args.rounds or args.concurrency < 1:
+        parser.error("need at least one request per round and one in flight")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="escalade-bench-") as tmp:
+        work = Path(tmp)
+        try:
+            result = asyncio.run(run(args, prepare_bundle(args.models, work), work))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            progress("interrupted; servers stopped")
+            return 130
+        except (BundleError, ServiceError, aiohttp.ClientError, RuntimeError, ValueError) as exc:
+            progress(f"benchmark failed, servers stopped: {exc!r}")
+            return 1
+    print_table(result)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

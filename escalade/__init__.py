@@ -1,0 +1,3 @@
+"""Escalade tools: model building, the demo, benchmarks."""
+
+__all__: list[str] = []

@@ -1,0 +1,96 @@
+"""`escalade`: build the demo models and run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from escalade.console import console, print_demo_report, progress_bar
+from escalade.procs import ServiceError
+from escalade_protocol.artifacts import MANIFEST_NAME, BundleError
+
+
+def default_models_dir(dataset: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "escalade" / "models" / dataset
+
+
+def build_models(dataset: str, out: Path, seed: int) -> None:
+    from escalade.modelbuild import build_bundle
+
+    started = time.perf_counter()
+    with progress_bar() as step:
+        manifest = build_bundle(dataset, out, seed=seed, on_step=step)
+    m = manifest.metrics
+    console.print(
+        f"built {manifest.model_id} v{manifest.model_version} in {out} "
+        f"({time.perf_counter() - started:.1f} s): edge {m.edge_accuracy:.2%}, "
+        f"hub {m.hub_accuracy:.2%}, cascade {m.cascade_accuracy:.2%} "
+        f"at {m.escalation_rate:.1%} escalated (test split)"
+    )
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from escalade.modelbuild import DatasetError
+
+    try:
+        build_models(args.dataset, Path(args.out).expanduser(), args.seed)
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from escalade.demo import run_demo
+
+    models = Path(args.models).expanduser() if args.models else default_models_dir("digits")
+    if not (models / MANIFEST_NAME).exists():
+        console.print(f"demo models not found in {models}: building them (digits, seed 0)")
+        build_models("digits", models, 0)
+    with progress_bar() as step:
+        report = asyncio.run(run_demo(models, progress=step, limit=args.limit))
+    print_demo_report(report)
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="escalade", description="Escalade tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="model bundles").add_subparsers(
+        dest="models_command", required=True
+    )
+    build = models.add_parser("build", help="train the demo models and export them to ONNX")
+    build.add_argument("--dataset", default="digits", help="dataset (digits)")
+    build.add_argument("--out", required=True, help="bundle directory to write")
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(func=cmd_models_build)
+
+    demo = sub.add_parser("demo", help="run a hub and an agent on loopback and report figures")
+    demo.add_argument("--models", default=None, help="bundle directory (built if missing)")
+    demo.add_argument("--json", default=None, help="also write the figures as JSON here")
+    demo.add_argument("--limit", type=int, default=None, help="use only the first N test inputs")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (BundleError, ServiceError) as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Progress bars and tables on the terminal (rich), kept apart from the work they report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from escalade.demo import DemoReport, Percentiles
+
+console = Console(stderr=True)
+
+
+class StepCallback(Protocol):
+    def __call__(self, description: str, done: int, total: int) -> None: ...
+
+
+@contextmanager
+def progress_bar() -> Iterator[StepCallback]:
+    """A callback that drives one bar per step description."""
+    with Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def step(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = progress.add_task(description, total=max(total, 1))
+            progress.update(tasks[description], completed=done, total=max(total, 1))
+
+        yield step
+
+
+def _ms(p: Percentiles) -> str:
+    if p.p50 is None or p.p95 is None:
+        return "-"
+    return f"{p.p50:.2f} / {p.p95:.2f}"
+
+
+def print_demo_report(report: DemoReport) -> None:
+    out = Console()
+    table = Table(
+        title=f"Escalade demo: {report.model_id} v{report.model_version}", show_lines=False
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("inputs (test split)", str(report.inputs))
+    table.add_row("answered locally", f"{report.answered_locally}")
+    table.add_row("escalated to the hub", f"{report.escalated} ({report.escalation_rate:.1%})")
+    table.add_row("accuracy, edge only", f"{report.accuracy.edge_only:.2%}")
+    table.add_row("accuracy, hub only", f"{report.accuracy.hub_only:.2%}")
+    table.add_row("accuracy, cascade", f"{report.accuracy.cascade:.2%}")
+    table.add_row("latency ms p50 / p95, local answers", _ms(report.latency_ms.local))
+    table.add_row("latency ms p50 / p95, escalated", _ms(report.latency_ms.escalated))
+    table.add_row("latency ms p50 / p95, hub only", _ms(report.latency_ms.hub_only))
+    per = report.bytes.per_escalation
+    table.add_row(
+        "bytes sent per escalation vs raw input",
+        f"{per:.0f} vs {report.bytes.raw_input}" if per else f"- vs {report.bytes.raw_input}",
+    )
+    table.add_row("requests rejected by the hub", str(report.rejected))
+    if report.attestation is not None:
+        a = report.attestation
+        table.add_row("hub attestation verdict", f"{a.status} ({a.tee})")
+    pc = report.policy_check
+    table.add_row("strict agent (default policy)", f"{pc.source} answer, reason {pc.reason}")
+    out.print(table)
+    if report.simulated_tee:
+        out.print(
+            "[bold red]WARNING:[/] the hub ran with a SIMULATED enclave: its attestation "
+            "evidence is INSECURE and proves nothing. The agent accepted it only because the "
+            "demo set allow_simulated_tee; with the default policy it refused (last row)."
+        )

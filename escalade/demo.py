@@ -1,0 +1,248 @@
+"""`escalade demo`: a hub and an agent as real processes on loopback, the test split through
+the agent's API, and the figures that say what the cascade achieved.
+
+The enclave is SIMULATED here (no SGX on a laptop): the demo says so in its output and JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from escalade.procs import Service, module_command, run_step, service
+from escalade_protocol.artifacts import ModelManifest, load_manifest, verified_path
+from escalade_protocol.messages import AttestationSummary, InferRequest, InferResponse
+
+Progress = Callable[[str, int, int], None]
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Accuracy(_Report):
+    edge_only: float
+    hub_only: float
+    cascade: float
+
+
+class Percentiles(_Report):
+    count: int
+    p50: float | None
+    p95: float | None
+
+
+class Latency(_Report):
+    local: Percentiles
+    escalated: Percentiles
+    hub_only: Percentiles
+
+
+class Bytes(_Report):
+    per_escalation: float | None
+    raw_input: int
+
+
+class PolicyCheck(_Report):
+    """What a strict agent (no allow_simulated_tee) did with the same hub."""
+
+    source: str
+    reason: str
+    attestation: AttestationSummary | None
+
+
+class DemoReport(_Report):
+    model_id: str
+    model_version: int
+    inputs: int
+    answered_locally: int
+    escalated: int
+    escalation_rate: float
+    accuracy: Accuracy
+    latency_ms: Latency
+    bytes: Bytes
+    rejected: int
+    attestation: AttestationSummary | None
+    simulated_tee: bool
+    policy_check: PolicyCheck
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    response: InferResponse
+    latency_ms: float
+
+
+def percentiles(values: list[float]) -> Percentiles:
+    if not values:
+        return Percentiles(count=0, p50=None, p95=None)
+    arr = np.asarray(values)
+    return Percentiles(
+        count=len(values), p50=float(np.percentile(arr, 50)), p95=float(np.percentile(arr, 95))
+    )
+
+
+def summarize(
+    manifest: ModelManifest,
+    labels: npt.NDArray[np.int64],
+    cascade: list[Outcome],
+    hub_only: list[Outcome],
+    policy_check: PolicyCheck,
+) -> DemoReport:
+    n = len(labels)
+
+    def accuracy(predicted: list[int]) -> float:
+        return float(np.mean(np.asarray(predicted) == labels))
+
+    escalated = [o for o in cascade if o.response.source == "hub"]
+    local = [o for o in cascade if o.response.source == "local"]
+    rejected = sum(o.response.reason.startswith("hub_rejected") for o in [*cascade, *hub_only])
+    sent = [o.response.escalation_bytes for o in escalated if o.response.escalation_bytes]
+    verdicts = [o.response.attestation for o in [*cascade, *hub_only] if o.response.attestation]
+    return DemoReport(
+        model_id=manifest.model_id,
+        model_version=manifest.model_version,
+        inputs=n,
+        answered_locally=len(local),
+        escalated=len(escalated),
+        escalation_rate=len(escalated) / n,
+        accuracy=Accuracy(
+            edge_only=accuracy([o.response.local_label for o in cascade]),
+            hub_only=accuracy([o.response.label for o in hub_only]),
+            cascade=accuracy([o.response.label for o in cascade]),
+        ),
+        latency_ms=Latency(
+            local=percentiles([o.latency_ms for o in local]),
+            escalated=percentiles([o.latency_ms for o in escalated]),
+            hub_only=percentiles([o.latency_ms for o in hub_only]),
+        ),
+        bytes=Bytes(
+            per_escalation=float(np.mean(sent)) if sent else None,
+            raw_input=manifest.input_dim * 4,
+        ),
+        rejected=rejected,
+        attestation=verdicts[-1] if verdicts else None,
+        simulated_tee=any(v.insecure for v in verdicts),
+        policy_check=policy_check,
+    )
+
+
+async def infer(
+    http: aiohttp.ClientSession, agent_url: str, features: npt.NDArray[np.float32], route: str
+) -> Outcome:
+    request = InferRequest(input=[float(v) for v in features], route=route)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with http.post(
+        agent_url + "/v1/infer",
+        data=request.model_dump_json(),
+        headers={"Content-Type": "application/json"},
+    ) as response:
+        body = await response.read()
+    elapsed = (loop.time() - started) * 1000.0
+    if response.status != 200:
+        raise RuntimeError(f"agent answered HTTP {response.status}: {body[:300]!r}")
+    return Outcome(InferResponse.model_validate_json(body), elapsed)
+
+
+async def _replay(
+    http: aiohttp.ClientSession,
+    *,
+    agent: Service,
+    X: npt.NDArray[np.float32],
+    route: str,
+    label: str,
+    progress: Progress,
+) -> list[Outcome]:
+    outcomes = []
+    for i, features in enumerate(X):
+        outcomes.append(await infer(http, agent.url, features, route))
+        progress(label, i + 1, len(X))
+    return outcomes
+
+
+async def run_demo(models_dir: Path, *, progress: Progress, limit: int | None = None) -> DemoReport:
+    manifest = load_manifest(models_dir)
+    with np.load(verified_path(models_dir, manifest.test_split)) as data:
+        X = np.asarray(data["X"], dtype=np.float32)
+        y = np.asarray(data["y"], dtype=np.int64)
+    if limit is not None:
+        X, y = X[:limit], y[:limit]
+
+    with tempfile.TemporaryDirectory(prefix="escalade-demo-") as tmp:
+        root = Path(tmp)
+        hub_dir, agent_dir = root / "hub", root / "agent"
+        hub_argv = module_command(
+            "cloud_hub.cli",
+            "serve",
+            "--data-dir",
+            str(hub_dir),
+            "--models",
+            str(models_dir),
+            "--port",
+            "0",
+            "--allow-simulated-tee",
+            "--ready",
+        )
+        progress("starting hub", 0, 1)
+        async with service("hub", hub_argv, log_dir=root) as hub:
+            progress("starting hub", 1, 1)
+            token = (
+                await run_step(
+                    module_command(
+                        "cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"
+                    ),
+                    what="creating an enrollment token",
+                )
+            ).strip()
+            await run_step(
+                module_command(
+                    "edge_agent.cli",
+                    "enroll",
+                    "--hub",
+                    hub.url,
+                    f"--token={token}",
+                    "--data-dir",
+                    str(agent_dir),
+                ),
+                what="enrolling the agent",
+            )
+            agent_argv = module_command(
+                "edge_agent.cli",
+                "run",
+                "--data-dir",
+                str(agent_dir),
+                "--models",
+                str(models_dir),
+                "--port",
+                "0",
+                "--ready",
+            )
+            progress("starting agent", 0, 1)
+            async with (
+                service("agent", [*agent_argv, "--allow-simulated-tee"], log_dir=root) as agent,
+                aiohttp.ClientSession() as http,
+            ):
+                progress("starting agent", 1, 1)
+                replay = functools.partial(_replay, http, agent=agent, X=X, progress=progress)
+                cascade = await replay(route="auto", label="cascade (router decides)")
+                hub_only = await replay(route="hub", label="hub only (every input escalated)")
+            # The same device, with the default policy: it must refuse the simulated hub.
+            async with (
+                service("strict-agent", agent_argv, log_dir=root) as strict,
+                aiohttp.ClientSession() as http,
+            ):
+                refused = (await infer(http, strict.url, X[0], "hub")).response
+    policy_check = PolicyCheck(
+        source=refused.source, reason=refused.reason, attestation=refused.attestation
+    )
+    return summarize(manifest, y, cascade, hub_only, policy_check)

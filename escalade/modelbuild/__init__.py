@@ -1,0 +1,10 @@
+"""Build a model bundle: edge encoder and head, hub model, router threshold, calibration stats.
+
+Needs the `models` extra (scikit-learn, onnx); nothing else in Escalade imports this package.
+"""
+
+from escalade.modelbuild.bundle import StepCallback, build_bundle
+from escalade.modelbuild.datasets import SUPPORTED_DATASETS, DatasetError
+from escalade.modelbuild.train import BuildError
+
+__all__ = ["SUPPORTED_DATASETS", "BuildError", "DatasetError", "StepCallback", "build_bundle"]

@@ -1,0 +1,193 @@
+"""`build_bundle`: dataset in, verified model bundle directory out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+
+from escalade.modelbuild.datasets import load_dataset
+from escalade.modelbuild.evaluate import OnnxRunner, measure
+from escalade.modelbuild.files import npz_bytes, write_atomic
+from escalade.modelbuild.onnx_export import classifier_model, encoder_model, serialize
+from escalade.modelbuild.router import calibrate_router
+from escalade.modelbuild.stats import embedding_statistics
+from escalade.modelbuild.train import (
+    EMBEDDING_DIM,
+    F32,
+    BuildError,
+    Classifier,
+    Encoder,
+    fit_encoder,
+    fit_head,
+    fit_hub,
+    split_dataset,
+    wire_round,
+)
+from escalade_protocol.artifacts import (
+    MANIFEST_NAME,
+    ArtifactFile,
+    ModelManifest,
+    sha256_file,
+    write_manifest,
+)
+
+StepCallback = Callable[[str, int, int], None]
+"""(step description, done, total): called as each stage starts and ends, hub training per epoch."""
+
+MODEL_VERSION = 1
+WIRE_DTYPE: Literal["float16"] = "float16"
+# Exported graphs must reproduce the float64 reference within this (float32 rounding only).
+EXPORT_TOLERANCE = 1e-4
+
+ENCODER_FILE = "encoder.onnx"
+HEAD_FILE = "head.onnx"
+HUB_FILE = "hub.onnx"
+CALIBRATION_FILE = "calibration.npz"
+TEST_FILE = "test.npz"
+
+
+def _no_progress(description: str, done: int, total: int) -> None:
+    pass
+
+
+def _check_exports(
+    runner: OnnxRunner,
+    models: dict[str, bytes],
+    *,
+    encoder: Encoder,
+    head: Classifier,
+    hub: Classifier,
+    x: F32,
+) -> None:
+    """Full ONNX checks, then onnxruntime against a float64 forward pass of the weights."""
+    for model in models.values():
+        onnx.checker.check_model(onnx.load_from_string(model), full_check=True)
+    embedding = runner.embed(x)
+    reference = x.astype(np.float64) @ encoder.weight.astype(np.float64) + encoder.bias
+    errors = {
+        ENCODER_FILE: float(np.abs(embedding - reference).max()),
+        HEAD_FILE: float(
+            np.abs(runner.edge_probabilities(embedding) - head.probabilities(embedding)).max()
+        ),
+        HUB_FILE: float(
+            np.abs(
+                runner.hub_probabilities(embedding) - hub.probabilities(wire_round(embedding))
+            ).max()
+        ),
+    }
+    for name, error in errors.items():
+        if not error <= EXPORT_TOLERANCE:
+            raise BuildError(f"{name}: onnxruntime output differs from the weights by {error:.2e}")
+
+
+def build_bundle(
+    dataset: str, out_dir: Path, *, seed: int = 0, on_step: StepCallback | None = None
+) -> ModelManifest:
+    """Train encoder, edge head and hub on `dataset`, export them to ONNX and write a bundle.
+
+    Deterministic for a given seed: the same inputs give byte-identical files.
+    """
+    step = on_step or _no_progress
+
+    def stage(description: str) -> Callable[[], None]:
+        step(description, 0, 1)
+        return lambda: step(description, 1, 1)
+
+    done = stage("loading dataset")
+    data = load_dataset(dataset)
+    done()
+
+    done = stage("splitting 60/20/20")
+    split = split_dataset(data, seed)
+    done()
+
+    embedding_dim = min(EMBEDDING_DIM, data.input_dim)
+    done = stage("fitting encoder (PCA)")
+    encoder = fit_encoder(split.X_train, embedding_dim, seed)
+    train_embedding = encoder.embed(split.X_train)
+    done()
+
+    done = stage("fitting edge head")
+    head = fit_head(train_embedding, split.y_train)
+    done()
+
+    step("training hub model", 0, 1)
+    hub = fit_hub(
+        wire_round(train_embedding),
+        split.y_train,
+        data.num_classes,
+        seed,
+        on_epoch=lambda epoch, total: step("training hub model", epoch, total),
+    )
+
+    model_id = f"{data.slug}-pca{embedding_dim}"
+    done = stage("exporting ONNX")
+    encoder_bytes = serialize(encoder_model(encoder, f"{model_id}-encoder"))
+    head_bytes = serialize(
+        classifier_model(head, f"{model_id}-head", "edge head: logistic regression")
+    )
+    hub_bytes = serialize(
+        classifier_model(hub, f"{model_id}-hub", "hub: MLP on float16-rounded embeddings")
+    )
+    done()
+
+    done = stage("checking exported models")
+    runner = OnnxRunner(encoder_bytes, head_bytes, hub_bytes)
+    models = {ENCODER_FILE: encoder_bytes, HEAD_FILE: head_bytes, HUB_FILE: hub_bytes}
+    _check_exports(runner, models, encoder=encoder, head=head, hub=hub, x=split.X_cal)
+    done()
+
+    done = stage("calibrating router")
+    cal_embedding = runner.embed(split.X_cal)
+    router = calibrate_router(
+        runner.edge_probabilities(cal_embedding),
+        runner.hub_probabilities(cal_embedding),
+        split.y_cal,
+    )
+    # The hub checks what it receives, so describe embeddings as they arrive: float16-rounded.
+    statistics = embedding_statistics(wire_round(cal_embedding), split.y_cal)
+    done()
+
+    done = stage("measuring on test split")
+    metrics = measure(runner, split.X_test, split.y_test, router)
+    done()
+
+    done = stage("writing bundle")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A stale manifest would vouch for files about to be replaced: drop it first, write last.
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    contents = {
+        ENCODER_FILE: encoder_bytes,
+        HEAD_FILE: head_bytes,
+        HUB_FILE: hub_bytes,
+        CALIBRATION_FILE: npz_bytes(dict(statistics)),
+        TEST_FILE: npz_bytes({"X": split.X_test, "y": split.y_test}),
+    }
+    artifacts: dict[str, ArtifactFile] = {}
+    for name, content in contents.items():
+        write_atomic(out_dir / name, content)
+        artifacts[name] = ArtifactFile(path=name, sha256=sha256_file(out_dir / name))
+    manifest = ModelManifest(
+        model_id=model_id,
+        model_version=MODEL_VERSION,
+        dataset=data.name,
+        seed=seed,
+        input_dim=data.input_dim,
+        embedding_dim=embedding_dim,
+        num_classes=data.num_classes,
+        wire_dtype=WIRE_DTYPE,
+        encoder=artifacts[ENCODER_FILE],
+        head=artifacts[HEAD_FILE],
+        hub=artifacts[HUB_FILE],
+        calibration=artifacts[CALIBRATION_FILE],
+        test_split=artifacts[TEST_FILE],
+        router=router,
+        metrics=metrics,
+    )
+    write_manifest(out_dir, manifest)
+    done()
+    return manifest

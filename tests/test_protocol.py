@@ -1,0 +1,168 @@
+"""The wire format: canonical encodings, round trips, and tamper rejection."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from escalade_protocol import envelope
+from escalade_protocol.answer import Answer, sign_answer, verify_answer
+from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.keys import Ed25519PrivateKey, X25519PrivateKey, hub_key_id, public_bytes
+from escalade_protocol.tensor import Tensor
+
+headers = st.builds(
+    envelope.EnvelopeHeader,
+    device_id=st.uuids(),
+    model_id=st.text(max_size=40),
+    model_version=st.integers(0, 2**32 - 1),
+    seq=st.integers(0, 2**64 - 1),
+    timestamp_ms=st.integers(0, 2**64 - 1),
+    nonce=st.binary(min_size=16, max_size=16),
+    hub_key_id=st.binary(min_size=16, max_size=16),
+)
+
+tensors = st.builds(
+    lambda dtype, values: Tensor.from_numpy(np.asarray(values, dtype=dtype)),
+    st.sampled_from(["float32", "float16"]),
+    st.lists(st.floats(width=16, allow_nan=False), max_size=64),
+)
+
+DEVICE_KEY = Ed25519PrivateKey.generate()
+HUB_KEY = X25519PrivateKey.generate()
+
+
+def make_header(**changes: object) -> envelope.EnvelopeHeader:
+    values: dict[str, object] = {
+        "device_id": uuid.uuid4(),
+        "model_id": "digits-pca32",
+        "model_version": 1,
+        "seq": 7,
+        "timestamp_ms": 1_790_000_000_000,
+        "nonce": b"n" * 16,
+        "hub_key_id": b"k" * 16,
+    }
+    values.update(changes)
+    return envelope.EnvelopeHeader(**values)  # type: ignore[arg-type]
+
+
+@given(headers)
+def test_header_round_trip(header: envelope.EnvelopeHeader) -> None:
+    assert envelope.EnvelopeHeader.decode(header.encode()) == header
+
+
+@given(tensors)
+def test_tensor_round_trip(tensor: Tensor) -> None:
+    decoded = Tensor.decode(tensor.encode())
+    assert decoded == tensor
+    np.testing.assert_array_equal(decoded.to_numpy(), tensor.to_numpy())
+
+
+@given(headers, tensors)
+def test_seal_open_round_trip(header: envelope.EnvelopeHeader, tensor: Tensor) -> None:
+    sealed = envelope.seal(header, tensor, device_key=DEVICE_KEY, hub_key=HUB_KEY.public_key())
+    parsed = envelope.parse(sealed)
+    assert parsed.header == header
+    parsed.verify_signature(DEVICE_KEY.public_key())
+    assert parsed.open_payload(HUB_KEY) == tensor
+
+
+def test_encoding_is_deterministic_for_the_header() -> None:
+    header = make_header()
+    assert header.encode() == make_header(device_id=header.device_id).encode()
+
+
+def _open_fully(data: bytes) -> None:
+    parsed = envelope.parse(data)
+    parsed.verify_signature(DEVICE_KEY.public_key())
+    parsed.open_payload(HUB_KEY)
+
+
+def test_every_flipped_byte_of_a_sealed_envelope_is_rejected() -> None:
+    payload = Tensor.from_numpy(np.linspace(-1, 1, 32, dtype=np.float32), "float16")
+    sealed = envelope.seal(
+        make_header(), payload, device_key=DEVICE_KEY, hub_key=HUB_KEY.public_key()
+    )
+    _open_fully(sealed)  # the untouched envelope opens
+    for position in range(len(sealed)):
+        for mask in (0x01, 0x80):
+            tampered = bytearray(sealed)
+            tampered[position] ^= mask
+            with pytest.raises(ProtocolError):
+                _open_fully(bytes(tampered))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (lambda b: b[:-1], ErrorCode.MALFORMED),
+        (lambda b: b + b"\x00", ErrorCode.MALFORMED),
+        (lambda b: b"XXXX" + b[4:], ErrorCode.MALFORMED),
+        (lambda b: b"", ErrorCode.MALFORMED),
+    ],
+)
+def test_structural_damage_is_malformed(mutate: object, code: ErrorCode) -> None:
+    sealed = envelope.seal(
+        make_header(),
+        Tensor.from_numpy(np.zeros(4, np.float32)),
+        device_key=DEVICE_KEY,
+        hub_key=HUB_KEY.public_key(),
+    )
+    with pytest.raises(ProtocolError) as info:
+        envelope.parse(mutate(sealed))  # type: ignore[operator]
+    assert info.value.code is code
+
+
+def test_payload_cannot_move_under_another_header() -> None:
+    """The header is bound into the HPKE key schedule: re-signing a new header is not enough."""
+    payload = Tensor.from_numpy(np.ones(8, np.float32))
+    original = envelope.parse(
+        envelope.seal(
+            make_header(seq=1), payload, device_key=DEVICE_KEY, hub_key=HUB_KEY.public_key()
+        )
+    )
+    forged_header = make_header(seq=2).encode()
+    forged = envelope.SealedEnvelope(
+        envelope.EnvelopeHeader.decode(forged_header),
+        forged_header,
+        original.ciphertext,
+        DEVICE_KEY.sign(envelope._signed_bytes(forged_header, original.ciphertext)),
+    )
+    forged.verify_signature(DEVICE_KEY.public_key())
+    with pytest.raises(ProtocolError) as info:
+        forged.open_payload(HUB_KEY)
+    assert info.value.code is ErrorCode.BAD_CIPHERTEXT
+
+
+def test_unknown_dtype_code_is_refused() -> None:
+    encoded = bytearray(Tensor.from_numpy(np.zeros(2, np.float32)).encode())
+    encoded[0] = 99
+    with pytest.raises(ProtocolError) as info:
+        Tensor.decode(bytes(encoded))
+    assert info.value.code is ErrorCode.BAD_TENSOR_DTYPE
+
+
+def test_answer_signature_and_request_binding() -> None:
+    hub_signing = Ed25519PrivateKey.generate()
+    enc_pub = public_bytes(HUB_KEY.public_key())
+    answer = Answer(
+        request_digest=b"d" * 32,
+        hub_key_id=hub_key_id(enc_pub, public_bytes(hub_signing.public_key())),
+        model_id="m",
+        model_version=1,
+        label=3,
+        probabilities=Tensor.from_numpy(np.full(10, 0.1, np.float32)),
+        timestamp_ms=5,
+    )
+    signed = sign_answer(answer, hub_signing)
+    assert verify_answer(signed, hub_signing.public_key(), expected_digest=b"d" * 32) == answer
+    with pytest.raises(ProtocolError) as info:
+        verify_answer(signed, hub_signing.public_key(), expected_digest=b"e" * 32)
+    assert info.value.code is ErrorCode.MALFORMED
+    with pytest.raises(ProtocolError) as info:
+        verify_answer(signed, Ed25519PrivateKey.generate().public_key(), expected_digest=b"d" * 32)
+    assert info.value.code is ErrorCode.BAD_SIGNATURE
