@@ -13,10 +13,12 @@ from aiohttp import web
 from attestation import SimulatedAttester, code_measurement
 from attestation.binding import NONCE_SIZE
 from cloud_hub.config import HubConfig
+from cloud_hub.devices import DeviceCache
 from cloud_hub.enrollment import enroll
 from cloud_hub.errors import NoTeeError
 from cloud_hub.escalation import EscalationPipeline, EscalationPolicy
 from cloud_hub.identity import HubIdentity
+from cloud_hub.recorder import EscalationRecorder
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Store
 from escalade_protocol.errors import ErrorCode, ProtocolError
@@ -32,9 +34,11 @@ log = logging.getLogger("cloud_hub")
 
 ENVELOPE_CONTENT_TYPE = "application/vnd.escalade.envelope"
 ANSWER_CONTENT_TYPE = "application/vnd.escalade.answer"
+# A hub model faster than this runs on the event loop: cheaper than handing it to a thread.
+INLINE_MODEL_BUDGET_S = 200e-6
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HubState:
     config: HubConfig
     store: Store
@@ -42,9 +46,13 @@ class HubState:
     attester: SimulatedAttester
     model: HubModel
     pipeline: EscalationPipeline
-    # One worker: request work (SQLite, crypto, ONNX Runtime) stays off the event loop, and
-    # SQLite sees one writer at a time.
+    devices: DeviceCache
+    recorder: EscalationRecorder
+    # Blocking work (database reads, enrollment, a slow hub model) runs here, off the loop.
     executor: ThreadPoolExecutor
+    # Whether `accept` (verify, decrypt, infer, sign) runs on the loop: yes while the hub model
+    # is fast enough that a thread hop would cost more than the work itself.
+    accept_inline: bool
 
 
 STATE = web.AppKey("state", HubState)
@@ -68,11 +76,27 @@ def build_state(config: HubConfig) -> HubState:
     pipeline = EscalationPipeline(
         identity=identity,
         model=model,
-        store=store,
         policy=EscalationPolicy(timestamp_window_ms=int(config.timestamp_window_s * 1000)),
     )
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-worker")
-    return HubState(config, store, identity, attester, model, pipeline, executor)
+    model_latency_s = model.measure_latency()
+    accept_inline = model_latency_s <= INLINE_MODEL_BUDGET_S
+    log.info(
+        "hub model takes %.0f us per request: escalations are answered %s",
+        model_latency_s * 1e6,
+        "on the event loop" if accept_inline else "in a worker thread",
+    )
+    return HubState(
+        config=config,
+        store=store,
+        identity=identity,
+        attester=attester,
+        model=model,
+        pipeline=pipeline,
+        devices=DeviceCache(store),
+        recorder=EscalationRecorder(store),
+        executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-worker"),
+        accept_inline=accept_inline,
+    )
 
 
 async def handle_health(request: web.Request) -> web.Response:
@@ -100,11 +124,22 @@ async def handle_enroll(request: web.Request) -> web.Response:
 
 async def handle_escalate(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    loop = asyncio.get_running_loop()
     body = await read_body(request)
-    answer = await asyncio.get_running_loop().run_in_executor(
-        state.executor, state.pipeline.process, body
-    )
-    return web.Response(body=answer, content_type=ANSWER_CONTENT_TYPE)
+    sealed = state.pipeline.inspect(body)
+    device_id = sealed.header.device_id
+    device = state.devices.cached(device_id)
+    if device is None:
+        device = await loop.run_in_executor(state.executor, state.devices.load, device_id)
+    if state.accept_inline:
+        accepted = state.pipeline.accept(sealed, device, body)
+    else:
+        accepted = await loop.run_in_executor(
+            state.executor, state.pipeline.accept, sealed, device, body
+        )
+    # The answer leaves only once its record (and so its replay check) is committed.
+    await state.recorder.record(accepted.record)
+    return web.Response(body=accepted.answer, content_type=ANSWER_CONTENT_TYPE)
 
 
 def make_app(state: HubState) -> web.Application:
@@ -115,6 +150,7 @@ def make_app(state: HubState) -> web.Application:
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         yield
+        state.recorder.close()
         state.executor.shutdown(wait=True)
         state.store.close()
 

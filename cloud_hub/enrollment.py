@@ -20,7 +20,7 @@ from escalade_protocol.keys import load_ed25519_public
 from escalade_protocol.messages import EnrollRequest, enrollment_proof_bytes
 
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
-TOKEN_PREFIX = "esc_enr_"
+TOKEN_PREFIX = "esc_enr_"  # noqa: S105 (a public prefix, not a secret)
 
 
 def token_hash(token: str) -> str:

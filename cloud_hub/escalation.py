@@ -1,9 +1,11 @@
-"""The /v1/escalate pipeline: parse, authenticate, decrypt, validate, infer, record, answer.
+"""The /v1/escalate pipeline: parse, authenticate, decrypt, validate, infer, answer.
 
-Checks run cheapest first and every one raises `ProtocolError` with a stable code. Nothing is
-written until every check has passed; the single write (the escalation record, whose unique
-(device, nonce) key is the replay check) commits before the answer leaves, so an answered
-request is durable and a refused one leaves no trace.
+A pure core in two steps, so the HTTP shell can fetch the device between them without holding a
+thread: `inspect` (structure, hub key, model, timestamp) and `accept` (device status,
+signature, decryption, tensor checks, inference, signed answer). Checks run cheapest first and
+each raises `ProtocolError` with a stable code. Neither step writes anything: the caller commits
+the returned record (whose unique (device, nonce) key is the replay check) before the answer
+leaves, so an answered request is durable and a refused one leaves no trace.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from cloud_hub.identity import HubIdentity
 from cloud_hub.serving import HubModel
-from cloud_hub.store import EscalationRecord, Store
+from cloud_hub.store import Device, EscalationRecord, Store
 from escalade_protocol import envelope
 from escalade_protocol.answer import Answer, request_digest, sign_answer
 from escalade_protocol.errors import ErrorCode, ProtocolError
@@ -29,27 +32,32 @@ class EscalationPolicy:
     timestamp_window_ms: int = 60_000
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A request that passed every check: the record to commit, then the answer to send."""
+
+    record: EscalationRecord
+    answer: bytes
+
+
 class EscalationPipeline:
     def __init__(
         self,
         *,
         identity: HubIdentity,
         model: HubModel,
-        store: Store,
         policy: EscalationPolicy | None = None,
     ) -> None:
         self.identity = identity
         self.model = model
-        self.store = store
         self.policy = policy or EscalationPolicy()
 
-    def process(self, body: bytes, *, now_ms: int | None = None) -> bytes:
-        """Answer one sealed envelope with a signed answer, or raise `ProtocolError`."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    def inspect(self, body: bytes, *, now_ms: int | None = None) -> envelope.SealedEnvelope:
+        """Checks that need neither keys nor the database."""
+        now_ms = _now_ms() if now_ms is None else now_ms
         sealed = envelope.parse(body)
         header = sealed.header
         manifest = self.model.manifest
-
         if header.hub_key_id != self.identity.key_id:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_HUB_KEY, "envelope is sealed to another hub key; re-attest"
@@ -64,8 +72,19 @@ class EscalationPipeline:
             raise ProtocolError(
                 ErrorCode.STALE_TIMESTAMP, "envelope timestamp is outside the accepted window"
             )
+        return sealed
 
-        device = self.store.get_device(header.device_id)
+    def accept(
+        self,
+        sealed: envelope.SealedEnvelope,
+        device: Device | None,
+        body: bytes,
+        *,
+        now_ms: int | None = None,
+    ) -> Accepted:
+        """Authenticate, decrypt, validate and answer an inspected envelope."""
+        now_ms = _now_ms() if now_ms is None else now_ms
+        header = sealed.header
         if device is None:
             raise ProtocolError(ErrorCode.UNKNOWN_DEVICE, "device is not enrolled")
         if device.status != "active":
@@ -76,19 +95,7 @@ class EscalationPipeline:
         probabilities = self.model.predict(embedding)
         label = int(np.argmax(probabilities))
         digest = request_digest(body)
-
-        self.store.record_escalation(
-            EscalationRecord(
-                device_id=header.device_id,
-                nonce=header.nonce,
-                seq=header.seq,
-                sent_at_ms=header.timestamp_ms,
-                model_id=header.model_id,
-                model_version=header.model_version,
-                label=label,
-                request_digest=digest,
-            )
-        )
+        manifest = self.model.manifest
         answer = Answer(
             request_digest=digest,
             hub_key_id=self.identity.key_id,
@@ -98,9 +105,28 @@ class EscalationPipeline:
             probabilities=Tensor.from_numpy(probabilities, "float32"),
             timestamp_ms=now_ms,
         )
-        return sign_answer(answer, self.identity.signing_key)
+        record = EscalationRecord(
+            device_id=header.device_id,
+            nonce=header.nonce,
+            seq=header.seq,
+            sent_at_ms=header.timestamp_ms,
+            model_id=header.model_id,
+            model_version=header.model_version,
+            label=label,
+            request_digest=digest,
+        )
+        return Accepted(record=record, answer=sign_answer(answer, self.identity.signing_key))
 
-    def _validated_embedding(self, tensor: Tensor) -> np.ndarray[tuple[int], np.dtype[np.float32]]:
+    def process(self, body: bytes, store: Store, *, now_ms: int | None = None) -> bytes:
+        """The whole pipeline, synchronously, committing to `store`: for tools and tests."""
+        sealed = self.inspect(body, now_ms=now_ms)
+        accepted = self.accept(
+            sealed, store.get_device(sealed.header.device_id), body, now_ms=now_ms
+        )
+        store.record_escalation(accepted.record)
+        return accepted.answer
+
+    def _validated_embedding(self, tensor: Tensor) -> npt.NDArray[np.float32]:
         manifest = self.model.manifest
         if tensor.dtype != manifest.wire_dtype:
             raise ProtocolError(
@@ -115,4 +141,8 @@ class EscalationPipeline:
         values = tensor.to_numpy().astype(np.float32)
         if not np.isfinite(values).all():
             raise ProtocolError(ErrorCode.NON_FINITE, "embedding holds NaN or infinite values")
-        return values.reshape(manifest.embedding_dim)
+        return values
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

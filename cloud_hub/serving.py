@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,17 @@ class HubModel:
             num_classes=m.num_classes,
             wire_dtype=m.wire_dtype,
         )
+
+    def measure_latency(self, runs: int = 50) -> float:
+        """Median seconds per single-embedding prediction, measured on zeros."""
+        probe = np.zeros(self.manifest.embedding_dim, dtype=np.float32)
+        self.predict(probe)  # the first run allocates
+        timings = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            self.predict(probe)
+            timings.append(time.perf_counter() - started)
+        return float(np.median(timings))
 
     def predict(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities for one embedding of shape (embedding_dim,)."""

@@ -49,7 +49,7 @@ class Device:
 
 @pytest.fixture
 def hub(store: Store, hub_model: HubModel) -> EscalationPipeline:
-    return EscalationPipeline(identity=HubIdentity.generate(), model=hub_model, store=store)
+    return EscalationPipeline(identity=HubIdentity.generate(), model=hub_model)
 
 
 def header_for(
@@ -94,7 +94,7 @@ def test_accepted_escalation_is_answered_signed_and_recorded(
 ) -> None:
     device = Device(store)
     sealed = seal_for(hub, device)
-    raw = hub.process(sealed)
+    raw = hub.process(sealed, store)
     answer = verify_answer(
         raw, hub.identity.signing_key.public_key(), expected_digest=request_digest(sealed)
     )
@@ -110,7 +110,7 @@ def _assert_refused(
 ) -> None:
     before = store.counts()
     with pytest.raises(ProtocolError) as info:
-        hub.process(body, **kwargs)
+        hub.process(body, store, **kwargs)
     assert info.value.code is code, info.value.message
     assert store.counts() == before
 
@@ -120,14 +120,14 @@ def test_replayed_envelope_is_refused_and_not_recorded_twice(
 ) -> None:
     device = Device(store)
     sealed = seal_for(hub, device)
-    hub.process(sealed)
+    hub.process(sealed, store)
     _assert_refused(hub, store, sealed, ErrorCode.REPLAYED_NONCE)
     assert store.counts().escalations == 1
 
 
 def test_nonce_reuse_with_a_new_envelope_is_a_replay(hub: EscalationPipeline, store: Store) -> None:
     device = Device(store)
-    hub.process(seal_for(hub, device, nonce=b"x" * 16, seq=1))
+    hub.process(seal_for(hub, device, nonce=b"x" * 16, seq=1), store)
     _assert_refused(
         hub, store, seal_for(hub, device, nonce=b"x" * 16, seq=2), ErrorCode.REPLAYED_NONCE
     )
@@ -135,8 +135,8 @@ def test_nonce_reuse_with_a_new_envelope_is_a_replay(hub: EscalationPipeline, st
 
 def test_same_nonce_from_two_devices_is_fine(hub: EscalationPipeline, store: Store) -> None:
     a, b = Device(store), Device(store)
-    hub.process(seal_for(hub, a, nonce=b"y" * 16))
-    hub.process(seal_for(hub, b, nonce=b"y" * 16))
+    hub.process(seal_for(hub, a, nonce=b"y" * 16), store)
+    hub.process(seal_for(hub, b, nonce=b"y" * 16), store)
     assert store.counts().escalations == 2
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
 
+from cloud_hub.store.driver_insert import DriverInsert
 from cloud_hub.store.schema import devices, enrollment_tokens, escalations, metadata
 from escalade_protocol.errors import ErrorCode, ProtocolError
 
@@ -47,6 +47,36 @@ class StoreCounts:
     escalations: int
 
 
+# The device lookup is built once, so SQLAlchemy reuses its compiled form: a statement rebuilt
+# per request costs more than the database work itself.
+_SELECT_DEVICE = select(devices).where(devices.c.device_id == bindparam("device_id"))
+_ESCALATION_KEYS = (
+    "device_id",
+    "nonce",
+    "seq",
+    "sent_at_ms",
+    "received_at",
+    "model_id",
+    "model_version",
+    "label",
+    "request_digest",
+)
+
+
+def _escalation_row(record: EscalationRecord, received_at: datetime) -> dict[str, object]:
+    return {
+        "device_id": str(record.device_id),
+        "nonce": record.nonce,
+        "seq": record.seq,
+        "sent_at_ms": record.sent_at_ms,
+        "received_at": received_at,
+        "model_id": record.model_id,
+        "model_version": record.model_version,
+        "label": record.label,
+        "request_digest": record.request_digest,
+    }
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'hub.db'}"
 
@@ -65,6 +95,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._insert_escalations = DriverInsert(engine, escalations, _ESCALATION_KEYS)
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -76,6 +107,11 @@ class Store:
         store = cls(engine)
         store.migrate()
         return store
+
+    @property
+    def is_local(self) -> bool:
+        """True for an embedded database (SQLite), whose statements never wait on a network."""
+        return self.engine.dialect.name == "sqlite"
 
     def migrate(self) -> None:
         metadata.create_all(self.engine)
@@ -135,7 +171,7 @@ class Store:
 
     def get_device(self, device_id: uuid.UUID) -> Device | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(devices).where(devices.c.device_id == str(device_id))).first()
+            row = conn.execute(_SELECT_DEVICE, {"device_id": str(device_id)}).first()
         if row is None:
             return None
         return Device(
@@ -157,25 +193,20 @@ class Store:
 
     def record_escalation(self, record: EscalationRecord) -> None:
         """Durably record an accepted escalation; a repeated (device, nonce) is a replay."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(escalations).values(
-                        device_id=str(record.device_id),
-                        nonce=record.nonce,
-                        seq=record.seq,
-                        sent_at_ms=record.sent_at_ms,
-                        received_at=datetime.now(UTC),
-                        model_id=record.model_id,
-                        model_version=record.model_version,
-                        label=record.label,
-                        request_digest=record.request_digest,
-                    )
-                )
-        except IntegrityError:
-            raise ProtocolError(
-                ErrorCode.REPLAYED_NONCE, "this envelope's nonce was already used"
-            ) from None
+        if not self.record_escalations([record])[0]:
+            raise ProtocolError(ErrorCode.REPLAYED_NONCE, "this envelope's nonce was already used")
+
+    def record_escalations(self, records: list[EscalationRecord]) -> list[bool]:
+        """Insert records in one transaction; per record, False where it was a replay.
+
+        The common case is one multi-row insert. If any row repeats a (device, nonce), the
+        batch is retried row by row so that only the replays are refused.
+        """
+        now = datetime.now(UTC)
+        rows = [_escalation_row(record, now) for record in records]
+        if self._insert_escalations.insert_all(rows):
+            return [True] * len(rows)
+        return [self._insert_escalations.insert_all([row]) for row in rows]
 
     def counts(self) -> StoreCounts:
         with self.engine.connect() as conn:
