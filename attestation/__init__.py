@@ -5,15 +5,31 @@ Verifier and Relying Party (`appraise` with an `AppraisalPolicy` -> `Verdict`).
 """
 
 from attestation.binding import report_data
-from attestation.evidence import AttestationBundle, Evidence, SimulatedEvidence
-from attestation.policy import AppraisalPolicy, Failure, Status, Verdict, appraise
+from attestation.evidence import (
+    AttestationBundle,
+    DcapCollateral,
+    DcapEvidence,
+    Evidence,
+    SimulatedEvidence,
+)
+from attestation.policy import (
+    AppraisalPolicy,
+    Failure,
+    PolicyError,
+    Status,
+    Verdict,
+    appraise,
+)
 from attestation.simulated import SimulatedAttester, code_measurement
 
 __all__ = [
     "AppraisalPolicy",
     "AttestationBundle",
+    "DcapCollateral",
+    "DcapEvidence",
     "Evidence",
     "Failure",
+    "PolicyError",
     "SimulatedAttester",
     "SimulatedEvidence",
     "Status",

@@ -23,7 +23,34 @@ class SimulatedEvidence(Message):
     report_data: HexBytes
 
 
-Evidence = Annotated[SimulatedEvidence, Field(discriminator="type")]
+class DcapCollateral(Message):
+    """Intel's signed collateral for one quote, as PCCS serves it.
+
+    It is signed by Intel, so it may travel through untrusted hands (the hub passes it on with
+    its quote); the verifier checks every signature against its pinned root.
+    """
+
+    pck_crl_issuer_chain: str
+    root_ca_crl: str = Field(description="hex DER")
+    pck_crl: str = Field(description="hex DER")
+    tcb_info_issuer_chain: str
+    tcb_info: str = Field(description="the exact JSON text Intel signed")
+    tcb_info_signature: str = Field(description="hex r||s")
+    qe_identity_issuer_chain: str
+    qe_identity: str = Field(description="the exact JSON text Intel signed")
+    qe_identity_signature: str = Field(description="hex r||s")
+
+
+class DcapEvidence(Message):
+    """An Intel DCAP quote (SGX v3 or TDX v4), optionally with its collateral."""
+
+    type: Literal["dcap"] = "dcap"
+    insecure: Literal[False] = False
+    quote: HexBytes
+    collateral: DcapCollateral | None = None
+
+
+Evidence = Annotated[SimulatedEvidence | DcapEvidence, Field(discriminator="type")]
 
 
 class AttestationBundle(Message):

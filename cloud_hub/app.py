@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from attestation import SimulatedAttester, code_measurement
 from attestation.binding import NONCE_SIZE
+from cloud_hub.attesters import Attester, make_attester
 from cloud_hub.config import HubConfig
 from cloud_hub.devices import DeviceCache
 from cloud_hub.enrollment import enroll
-from cloud_hub.errors import NoTeeError
 from cloud_hub.escalation import EscalationPipeline, EscalationPolicy
 from cloud_hub.identity import HubIdentity
 from cloud_hub.recorder import EscalationRecorder
@@ -43,7 +42,7 @@ class HubState:
     config: HubConfig
     store: Store
     identity: HubIdentity
-    attester: SimulatedAttester
+    attester: Attester
     model: HubModel
     pipeline: EscalationPipeline
     devices: DeviceCache
@@ -56,16 +55,6 @@ class HubState:
 
 
 STATE = web.AppKey("state", HubState)
-
-
-def make_attester(config: HubConfig) -> SimulatedAttester:
-    if not config.allow_simulated_tee:
-        raise NoTeeError(
-            "no TEE attester is available on this machine (Gramine/SGX support is not built "
-            "yet); start with --allow-simulated-tee to run with INSECURE simulated evidence"
-        )
-    log.warning("SIMULATED TEE: attestation evidence is INSECURE and proves nothing")
-    return SimulatedAttester(code_measurement())
 
 
 def build_state(config: HubConfig) -> HubState:
@@ -109,7 +98,11 @@ async def handle_attestation(request: web.Request) -> web.Response:
     body = await read_json(request, AttestationRequest)
     if len(body.nonce) != NONCE_SIZE:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "nonce must be 32 bytes")
-    return json_response(state.identity.attest(state.attester, body.nonce, state.model.info))
+    # Quote generation talks to the platform's quoting enclave: milliseconds, off the loop.
+    bundle = await asyncio.get_running_loop().run_in_executor(
+        state.executor, state.identity.attest, state.attester, body.nonce, state.model.info
+    )
+    return json_response(bundle)
 
 
 async def handle_enroll(request: web.Request) -> web.Response:

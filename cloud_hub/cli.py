@@ -64,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         database_url=args.database_url,
         allow_simulated_tee=args.allow_simulated_tee,
+        attestation_dir=Path(args.attestation_dir),
+        collateral_file=Path(args.collateral) if args.collateral else None,
         announce_ready=args.ready,
     )
     with contextlib.suppress(KeyboardInterrupt):
@@ -90,6 +92,30 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enclave_render(args: argparse.Namespace) -> int:
+    from cloud_hub.enclave import current_layout, render_manifest
+
+    try:
+        layout = current_layout(
+            Path(args.models).expanduser(),
+            data_host_dir=Path(args.data_dir).expanduser(),
+            host=args.host,
+            port=args.port,
+            collateral=Path(args.collateral) if args.collateral else None,
+            enclave_size=args.enclave_size,
+            max_threads=args.max_threads,
+            isv_prod_id=args.isv_prod_id,
+            isv_svn=args.isv_svn,
+        )
+        manifest = render_manifest(layout)
+    except (ValueError, LookupError) as exc:
+        print(f"cloud-hub: error: cannot render the manifest: {exc}", file=sys.stderr)
+        return 2
+    Path(args.out).write_text(manifest)
+    print(f"wrote {args.out}; next: gramine-manifest, gramine-sgx-sign (docs/enclave.md)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloud-hub", description="Escalade cloud hub")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -113,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve INSECURE simulated attestation evidence (development only)",
     )
+    serve.add_argument(
+        "--attestation-dir",
+        default="/dev/attestation",
+        help="Gramine's attestation pseudo-files (default /dev/attestation)",
+    )
+    serve.add_argument(
+        "--collateral", default=None, help="Intel DCAP collateral JSON to pass on with quotes"
+    )
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
     serve.set_defaults(func=cmd_serve)
 
@@ -129,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--note", default="")
     create.add_argument("--quiet", action="store_true", help="print the token alone")
     create.set_defaults(func=cmd_token_create)
+
+    enclave = sub.add_parser("enclave", help="run the hub in an SGX enclave").add_subparsers(
+        dest="enclave_command", required=True
+    )
+    render = enclave.add_parser("render", help="write the Gramine manifest template for the hub")
+    render.add_argument("--models", required=True, help="model bundle directory (trusted files)")
+    render.add_argument(
+        "--data-dir", required=True, help="host directory for the enclave-sealed hub state"
+    )
+    render.add_argument("--out", required=True, help="manifest template to write")
+    render.add_argument("--host", default="0.0.0.0")  # noqa: S104 (the enclave serves the network)
+    render.add_argument("--port", type=int, default=8443)
+    render.add_argument("--collateral", default=None, help="DCAP collateral JSON to pass on")
+    render.add_argument("--enclave-size", default="2G")
+    render.add_argument("--max-threads", type=int, default=32)
+    render.add_argument("--isv-prod-id", type=int, default=0)
+    render.add_argument("--isv-svn", type=int, default=0)
+    render.set_defaults(func=cmd_enclave_render)
     return parser
 
 

@@ -17,6 +17,10 @@ class HubConfig:
     database_url: str | None = None
     # Serve evidence from the software-only attester. INSECURE; development only.
     allow_simulated_tee: bool = False
+    # Gramine's attestation pseudo-files (a test may point this at a fake directory).
+    attestation_dir: Path = Path("/dev/attestation")
+    # Intel's collateral for this platform (PCCS JSON), passed on to agents with each quote.
+    collateral_file: Path | None = None
     timestamp_window_s: float = 60.0
     max_body_bytes: int = 1 << 20
     # Print "READY <url>" on stdout once listening, for supervisors and tests.

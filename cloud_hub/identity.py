@@ -7,8 +7,9 @@ verifier's nonce are bound into the attestation evidence (see `attestation.bindi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from attestation import AttestationBundle, SimulatedAttester, report_data
+from attestation import AttestationBundle, report_data
 from escalade_protocol.keys import (
     Ed25519PrivateKey,
     X25519PrivateKey,
@@ -16,6 +17,9 @@ from escalade_protocol.keys import (
     public_bytes,
 )
 from escalade_protocol.messages import HubModelInfo
+
+if TYPE_CHECKING:
+    from cloud_hub.attesters import Attester
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +38,7 @@ class HubIdentity:
         sig_pub = public_bytes(sig.public_key())
         return cls(enc, sig, enc_pub, sig_pub, hub_key_id(enc_pub, sig_pub))
 
-    def attest(
-        self, attester: SimulatedAttester, nonce: bytes, model: HubModelInfo
-    ) -> AttestationBundle:
+    def attest(self, attester: Attester, nonce: bytes, model: HubModelInfo) -> AttestationBundle:
         binding = report_data(
             encryption_key=self.encryption_public, signing_key=self.signing_public, nonce=nonce
         )

@@ -10,7 +10,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from attestation import AppraisalPolicy, Verdict
+from attestation import Verdict
 from edge_agent.config import AgentConfig
 from edge_agent.errors import HubUnavailable
 from edge_agent.hub_client import HubClient
@@ -139,7 +139,7 @@ def make_app(state: AgentState) -> web.Application:
                 base_url=state.hub_url,
                 identity=state.identity,
                 manifest=state.runtime.manifest,
-                policy=AppraisalPolicy(allow_simulated_tee=state.config.allow_simulated_tee),
+                policy=state.config.policy,
                 attestation_ttl_s=state.config.attestation_ttl_s,
                 timeout_s=state.config.hub_timeout_s,
             )

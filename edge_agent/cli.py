@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "threshold": args.threshold,
             "announce_ready": True if args.ready else None,
         },
+        policy_file=Path(args.policy) if args.policy else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-simulated-tee",
         action="store_true",
         help="accept INSECURE simulated hub evidence (development only)",
+    )
+    p.add_argument(
+        "--policy", default=None, help="attestation policy TOML (instead of [attestation])"
     )
     p.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
     p.set_defaults(func=cmd_run)

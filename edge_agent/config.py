@@ -8,15 +8,20 @@ Example ``agent.toml``::
     host = "127.0.0.1"
     port = 8780
     allow_simulated_tee = false         # INSECURE relaxation, development only
+
+    [attestation]                       # what hub evidence to trust (attestation.policy)
+    mrenclave = ["<64 hex>"]            # from `gramine-sgx-sigstruct-view` (docs/enclave.md)
+    accepted_tcb_statuses = ["UpToDate"]
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from attestation import AppraisalPolicy, PolicyError
 from edge_agent.errors import AgentError
 
 
@@ -34,9 +39,13 @@ class AgentConfig:
     hub_timeout_s: float = 5.0
     attestation_ttl_s: float = 3600.0
     announce_ready: bool = False
+    # The appraisal policy for hub evidence; `allow_simulated_tee` above is folded into it.
+    policy: AppraisalPolicy = field(default_factory=AppraisalPolicy)
 
     @classmethod
-    def load(cls, path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
+    def load(
+        cls, path: Path | None, overrides: dict[str, Any], *, policy_file: Path | None = None
+    ) -> AgentConfig:
         values: dict[str, Any] = {}
         if path is not None:
             try:
@@ -44,6 +53,22 @@ class AgentConfig:
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise AgentError(f"cannot read config {path}: {exc}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            if policy_file is not None:
+                policy = AppraisalPolicy.load(policy_file)
+            else:
+                table = values.pop("attestation", {})
+                if not isinstance(table, dict):
+                    raise AgentError("[attestation] must be a table")
+                policy = AppraisalPolicy.from_mapping(
+                    table, base_dir=path.parent if path is not None else None
+                )
+        except PolicyError as exc:
+            raise AgentError(str(exc)) from exc
+        values.pop("attestation", None)
+        if values.get("allow_simulated_tee"):
+            policy = replace(policy, allow_simulated_tee=True)
+        values["policy"] = policy
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

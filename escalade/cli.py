@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from escalade.console import console, print_demo_report, progress_bar
+from attestation import PolicyError
+from escalade.console import console, print_demo_report, print_verdict, progress_bar
 from escalade.procs import ServiceError
 from escalade_protocol.artifacts import MANIFEST_NAME, BundleError
 
@@ -61,6 +62,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attest_verify(args: argparse.Namespace) -> int:
+    from escalade.attest import VerifyError, verify
+
+    try:
+        report = verify(
+            quote=Path(args.quote),
+            collateral=Path(args.collateral) if args.collateral else None,
+            root=Path(args.root) if args.root else None,
+            now=args.now,
+            policy=Path(args.policy) if args.policy else None,
+            expect_report_data=args.expect_report_data,
+        )
+    except (VerifyError, PolicyError) as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print_verdict(report)
+    # 0 only when every cryptographic check passed; the policy outcome is in `status`.
+    return 0 if report.crypto_ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="escalade", description="Escalade tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", default=None, help="also write the figures as JSON here")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N test inputs")
     demo.set_defaults(func=cmd_demo)
+
+    attest = sub.add_parser("attest", help="remote attestation tools").add_subparsers(
+        dest="attest_command", required=True
+    )
+    verify = attest.add_parser("verify", help="appraise an Intel DCAP quote, offline")
+    verify.add_argument("--quote", required=True, help="quote file, raw or hex")
+    verify.add_argument("--collateral", default=None, help="collateral JSON (PCCS fields)")
+    verify.add_argument("--root", default=None, help="root CA PEM (default: pinned Intel root)")
+    verify.add_argument("--now", default=None, help="ISO 8601 time to verify at (default: now)")
+    verify.add_argument("--policy", default=None, help="appraisal policy TOML")
+    verify.add_argument("--expect-report-data", default=None, help="hex REPORT_DATA to require")
+    verify.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    verify.set_defaults(func=cmd_attest_verify)
     return parser
 
 

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from escalade.attest import VerdictReport
 from escalade.demo import DemoReport, Percentiles
 
 console = Console(stderr=True)
@@ -87,3 +88,20 @@ def print_demo_report(report: DemoReport) -> None:
             "evidence is INSECURE and proves nothing. The agent accepted it only because the "
             "demo set allow_simulated_tee; with the default policy it refused (last row)."
         )
+
+
+def print_verdict(report: VerdictReport) -> None:
+    out = Console()
+    colour = {"affirming": "green", "warning": "yellow"}.get(report.status, "red")
+    out.print(f"[bold {colour}]{report.status}[/]  {report.tee} quote v{report.quote_version}")
+    out.print(f"cryptographic checks: {'passed' if report.crypto_ok else 'FAILED'}")
+    out.print(
+        f"TCB status: {report.tcb_status}  advisories: {', '.join(report.advisory_ids) or '-'}"
+    )
+    for name, value in report.measurements.items():
+        out.print(f"  {name}: {value}")
+    out.print(f"  report_data: {report.report_data}")
+    for failure in report.failure_details:
+        out.print(f"[red]  x {failure.check}[/]: {failure.message}")
+    for relaxation in report.relaxations:
+        out.print(f"[yellow]  ~ relaxed: {relaxation}[/]")

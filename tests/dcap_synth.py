@@ -194,7 +194,7 @@ def report_body(
 
 
 @dataclass
-class TestPckHierarchy:
+class SyntheticPki:
     """A throwaway DCAP PKI: generate one per test session, trust its root in the verifier."""
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -52,9 +52,9 @@ def test_every_failed_check_is_listed() -> None:
     verdict = appraise(
         evidence(binding=os.urandom(64)),
         expected_report_data=BINDING,
-        policy=AppraisalPolicy(allowed_measurements=frozenset({b"x" * 32})),
+        policy=AppraisalPolicy(mrenclave=frozenset({b"x" * 32})),
     )
-    assert {f.check for f in verdict.failures} == {"tee_type", "report_data", "measurement"}
+    assert {f.check for f in verdict.failures} == {"tee_type", "report_data", "mrenclave"}
 
 
 def test_wrong_binding_is_refused_even_when_simulation_is_allowed() -> None:

@@ -1,0 +1,139 @@
+"""A real hub process attesting through a Gramine-like /dev/attestation (a FIFO-backed fake)
+whose quotes are SYNTHETIC DCAP quotes from a test PCK hierarchy, and real agent processes that
+escalate only when their policy matches what the quote proves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from dcap_synth import SyntheticPki
+from fake_gramine import FakeAttestationDir
+
+from escalade.demo import infer
+from escalade.procs import module_command, run_step, service
+from escalade_protocol.artifacts import load_manifest, verified_path
+
+MRENCLAVE = b"\xe1" * 32
+
+
+def write_policy(path: Path, *, mrenclave: bytes, root: Path | None) -> Path:
+    lines = ["[attestation]", f'mrenclave = ["{mrenclave.hex()}"]']
+    if root is not None:
+        lines.append(f'root_ca = "{root}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.timeout(90)
+async def test_agent_trusts_the_hub_only_under_a_matching_policy(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    pki = SyntheticPki()
+    root = tmp_path / "test-root.pem"
+    root.write_bytes(pki.root_pem)
+    collateral = tmp_path / "collateral.json"
+    collateral.write_text(json.dumps(pki.collateral()))
+    manifest = load_manifest(bundle_dir)
+    with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
+        sample = np.asarray(data["X"][0], dtype=np.float32)
+
+    hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+    with FakeAttestationDir(
+        tmp_path / "attestation",
+        make_quote=lambda report_data: pki.quote(report_data=report_data, mr_enclave=MRENCLAVE),
+        requests=10,
+    ) as fake:
+        hub_argv = module_command(
+            "cloud_hub.cli",
+            "serve",
+            "--data-dir",
+            str(hub_dir),
+            "--models",
+            str(bundle_dir),
+            "--port",
+            "0",
+            "--attestation-dir",
+            str(fake.root),
+            "--collateral",
+            str(collateral),
+            "--ready",
+        )
+        async with service("hub", hub_argv, log_dir=tmp_path) as hub:
+            token = (
+                await run_step(
+                    module_command(
+                        "cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"
+                    ),
+                    what="token",
+                )
+            ).strip()
+            await run_step(
+                module_command(
+                    "edge_agent.cli",
+                    "enroll",
+                    "--hub",
+                    hub.url,
+                    f"--token={token}",
+                    "--data-dir",
+                    str(agent_dir),
+                ),
+                what="enroll",
+            )
+
+            async def ask(name: str, policy: Path) -> dict[str, object]:
+                argv = module_command(
+                    "edge_agent.cli",
+                    "run",
+                    "--data-dir",
+                    str(agent_dir),
+                    "--models",
+                    str(bundle_dir),
+                    "--port",
+                    "0",
+                    "--ready",
+                    "--policy",
+                    str(policy),
+                )
+                async with (
+                    service(name, argv, log_dir=tmp_path) as agent,
+                    aiohttp.ClientSession() as http,
+                ):
+                    outcome = await infer(http, agent.url, sample, "hub")
+                    return outcome.response.model_dump()
+
+            trusted = await ask(
+                "agent-matching",
+                write_policy(tmp_path / "good.toml", mrenclave=MRENCLAVE, root=root),
+            )
+            assert trusted["source"] == "hub"
+            attestation = trusted["attestation"]
+            assert isinstance(attestation, dict)
+            assert attestation["status"] == "affirming"
+            assert attestation["tee"] == "sgx"
+            assert attestation["insecure"] is False
+
+            wrong = await ask(
+                "agent-other-enclave",
+                write_policy(tmp_path / "bad.toml", mrenclave=b"\x00" * 32, root=root),
+            )
+            assert wrong["source"] == "local"
+            assert wrong["reason"] == "attestation_refused"
+            attestation = wrong["attestation"]
+            assert isinstance(attestation, dict)
+            assert attestation["status"] == "contraindicated"
+            assert "mrenclave" in str(attestation["detail"])
+
+            # Trusting only Intel's real root, the test hierarchy's quote is refused.
+            pinned = await ask(
+                "agent-intel-root",
+                write_policy(tmp_path / "intel.toml", mrenclave=MRENCLAVE, root=None),
+            )
+            assert pinned["source"] == "local"
+            assert "pck_chain" in str(pinned["attestation"])
+    # Each agent attested with its own fresh nonce: three quotes, three different REPORT_DATA.
+    assert len(fake.served) == 3
+    assert len(set(fake.served)) == 3
