@@ -158,3 +158,27 @@ class PccsClient:
             qe_identity=raw_member(qe_text, "enclaveIdentity"),
             qe_identity_signature=qe_signature,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformId:
+    """What selects a platform's collateral: its FMSPC, PCK CA and TEE, read from a quote."""
+
+    fmspc: str
+    ca: Literal["processor", "platform"]
+    tee: Literal["sgx", "tdx"]
+
+
+def platform_of(quote: bytes) -> PlatformId:
+    """Read FMSPC, PCK CA type and TEE from a quote's own PCK certificate."""
+    from attestation.dcap import parse_pck_extensions, parse_quote
+    from attestation.dcap.certs import parse_pem_chain
+
+    parsed = parse_quote(quote)
+    pck = parse_pem_chain(parsed.pck_chain_pem)[0]
+    issuer = pck.issuer.rfc4514_string()
+    return PlatformId(
+        fmspc=parse_pck_extensions(pck).fmspc.hex().upper(),
+        ca="platform" if "Platform" in issuer else "processor",
+        tee="tdx" if parsed.tee_type == "tdx" else "sgx",
+    )

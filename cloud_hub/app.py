@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from attestation.binding import NONCE_SIZE
-from cloud_hub.attesters import Attester, make_attester
+from attestation.pccs import PccsClient
+from cloud_hub.attesters import Attester, CollateralRefresher, DcapAttester, make_attester
 from cloud_hub.config import HubConfig
 from cloud_hub.devices import DeviceCache
 from cloud_hub.enrollment import enroll
@@ -147,7 +149,23 @@ def make_app(state: HubState) -> web.Application:
         state.executor.shutdown(wait=True)
         state.store.close()
 
+    async def collateral(_app: web.Application) -> AsyncIterator[None]:
+        attester, url = state.attester, state.config.pccs_url
+        if url is None or not isinstance(attester, DcapAttester):
+            yield
+            return
+        async with aiohttp.ClientSession() as http:
+            refresher = CollateralRefresher(attester, PccsClient(http, url))
+            await refresher.refresh()
+            task = asyncio.create_task(refresher.run(state.config.collateral_refresh_s))
+            try:
+                yield
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(collateral)
     app.router.add_get("/v1/health", handle_health)
     app.router.add_post("/v1/attestation", handle_attestation)
     app.router.add_post("/v1/enroll", handle_enroll)

@@ -7,13 +7,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
 from typing import Protocol
 
 from attestation import DcapCollateral, DcapEvidence, Evidence, SimulatedAttester, code_measurement
-from attestation.gramine import GramineAttester, NoAttestationError
+from attestation.gramine import GramineAttester, GramineError, NoAttestationError
+from attestation.pccs import PccsClient, PccsError, PlatformId, platform_of
 from cloud_hub.config import HubConfig
 from cloud_hub.errors import HubError, NoTeeError
 
@@ -26,11 +28,47 @@ class Attester(Protocol):
 
 class DcapAttester:
     def __init__(self, gramine: GramineAttester, collateral: DcapCollateral | None) -> None:
-        self._gramine = gramine
-        self._collateral = collateral
+        self.gramine = gramine
+        # Replaced whole by the refresher; readers see the old or the new one, never a mix.
+        self.collateral = collateral
 
     def evidence(self, report_data: bytes) -> DcapEvidence:
-        return DcapEvidence(quote=self._gramine.quote(report_data), collateral=self._collateral)
+        return DcapEvidence(quote=self.gramine.quote(report_data), collateral=self.collateral)
+
+
+class CollateralRefresher:
+    """Keeps the attester's collateral fresh from a PCCS: once at start, then periodically.
+
+    The platform (FMSPC, PCK CA, TEE) is read from a probe quote of this very enclave. A failed
+    fetch keeps the previous collateral and is logged: agents then see the old collateral
+    expire rather than a hub that stops answering.
+    """
+
+    def __init__(self, attester: DcapAttester, pccs: PccsClient) -> None:
+        self._attester = attester
+        self._pccs = pccs
+        self._platform: PlatformId | None = None
+
+    async def refresh(self) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            if self._platform is None:
+                probe = await loop.run_in_executor(None, self._attester.gramine.quote, bytes(64))
+                self._platform = platform_of(probe)
+            p = self._platform
+            self._attester.collateral = await self._pccs.collateral(
+                fmspc=p.fmspc, ca=p.ca, tee=p.tee
+            )
+        except (PccsError, GramineError, ValueError) as exc:
+            log.warning("DCAP collateral refresh failed: %s", exc)
+            return False
+        log.info("DCAP collateral refreshed for FMSPC %s", self._platform.fmspc)
+        return True
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.refresh()
 
 
 def load_collateral(path: Path) -> DcapCollateral:
@@ -52,7 +90,7 @@ def make_attester(config: HubConfig) -> Attester:
             "or start it with --allow-simulated-tee for INSECURE development use"
         ) from None
     collateral = load_collateral(config.collateral_file) if config.collateral_file else None
-    if collateral is None:
-        log.warning("no DCAP collateral configured: agents must hold their own to appraise TCB")
+    if collateral is None and config.pccs_url is None:
+        log.warning("no DCAP collateral configured: agents will not be able to appraise the TCB")
     log.info("attesting with Gramine (%s), DCAP quotes", gramine.attestation_type)
     return DcapAttester(gramine, collateral)

@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_simulated_tee=args.allow_simulated_tee,
         attestation_dir=Path(args.attestation_dir),
         collateral_file=Path(args.collateral) if args.collateral else None,
+        pccs_url=args.pccs_url,
         announce_ready=args.ready,
     )
     with contextlib.suppress(KeyboardInterrupt):
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--collateral", default=None, help="Intel DCAP collateral JSON to pass on with quotes"
+    )
+    serve.add_argument(
+        "--pccs-url", default=None, help="PCCS to fetch and refresh that collateral from"
     )
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
     serve.set_defaults(func=cmd_serve)

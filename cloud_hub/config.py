@@ -21,6 +21,9 @@ class HubConfig:
     attestation_dir: Path = Path("/dev/attestation")
     # Intel's collateral for this platform (PCCS JSON), passed on to agents with each quote.
     collateral_file: Path | None = None
+    # A PCCS to fetch (and refresh) that collateral from instead of a file.
+    pccs_url: str | None = None
+    collateral_refresh_s: float = 3600.0
     timestamp_window_s: float = 60.0
     max_body_bytes: int = 1 << 20
     # Print "READY <url>" on stdout once listening, for supervisors and tests.

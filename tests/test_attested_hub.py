@@ -1,23 +1,38 @@
 """A real hub process attesting through a Gramine-like /dev/attestation (a FIFO-backed fake)
 whose quotes are SYNTHETIC DCAP quotes from a test PCK hierarchy, and real agent processes that
-escalate only when their policy matches what the quote proves."""
+escalate only when their policy matches what the quote proves. The hub gets its collateral from
+a file or from a PCCS on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 import pytest
 from dcap_synth import SyntheticPki
 from fake_gramine import FakeAttestationDir
+from fake_pccs import serve_pccs
 
 from escalade.demo import infer
 from escalade.procs import module_command, run_step, service
 from escalade_protocol.artifacts import load_manifest, verified_path
 
 MRENCLAVE = b"\xe1" * 32
+
+
+@dataclass(frozen=True)
+class Scenario:
+    bundle_dir: Path
+    work: Path
+    pki: SyntheticPki
+    root: Path
+    sample: npt.NDArray[np.float32]
+    collateral_args: list[str]
 
 
 def write_policy(path: Path, *, mrenclave: bytes, root: Path | None) -> Path:
@@ -29,22 +44,34 @@ def write_policy(path: Path, *, mrenclave: bytes, root: Path | None) -> Path:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("collateral_from", ["file", "pccs"])
 async def test_agent_trusts_the_hub_only_under_a_matching_policy(
-    bundle_dir: Path, tmp_path: Path
+    bundle_dir: Path, tmp_path: Path, collateral_from: str
 ) -> None:
     pki = SyntheticPki()
     root = tmp_path / "test-root.pem"
     root.write_bytes(pki.root_pem)
-    collateral = tmp_path / "collateral.json"
-    collateral.write_text(json.dumps(pki.collateral()))
     manifest = load_manifest(bundle_dir)
     with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
         sample = np.asarray(data["X"][0], dtype=np.float32)
+    async with contextlib.AsyncExitStack() as stack:
+        if collateral_from == "pccs":
+            url, hits = await stack.enter_async_context(serve_pccs(pki.collateral()))
+            collateral_args = ["--pccs-url", url]
+        else:
+            path = tmp_path / "collateral.json"
+            path.write_text(json.dumps(pki.collateral()))
+            collateral_args = ["--collateral", str(path)]
+        await run_scenario(Scenario(bundle_dir, tmp_path, pki, root, sample, collateral_args))
+        if collateral_from == "pccs":
+            assert "/sgx/certification/v4/tcb" in hits
 
-    hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+
+async def run_scenario(s: Scenario) -> None:
+    hub_dir, agent_dir = s.work / "hub", s.work / "agent"
     with FakeAttestationDir(
-        tmp_path / "attestation",
-        make_quote=lambda report_data: pki.quote(report_data=report_data, mr_enclave=MRENCLAVE),
+        s.work / "attestation",
+        make_quote=lambda report_data: s.pki.quote(report_data=report_data, mr_enclave=MRENCLAVE),
         requests=10,
     ) as fake:
         hub_argv = module_command(
@@ -53,16 +80,15 @@ async def test_agent_trusts_the_hub_only_under_a_matching_policy(
             "--data-dir",
             str(hub_dir),
             "--models",
-            str(bundle_dir),
+            str(s.bundle_dir),
             "--port",
             "0",
             "--attestation-dir",
             str(fake.root),
-            "--collateral",
-            str(collateral),
+            *s.collateral_args,
             "--ready",
         )
-        async with service("hub", hub_argv, log_dir=tmp_path) as hub:
+        async with service("hub", hub_argv, log_dir=s.work) as hub:
             token = (
                 await run_step(
                     module_command(
@@ -91,7 +117,7 @@ async def test_agent_trusts_the_hub_only_under_a_matching_policy(
                     "--data-dir",
                     str(agent_dir),
                     "--models",
-                    str(bundle_dir),
+                    str(s.bundle_dir),
                     "--port",
                     "0",
                     "--ready",
@@ -99,15 +125,15 @@ async def test_agent_trusts_the_hub_only_under_a_matching_policy(
                     str(policy),
                 )
                 async with (
-                    service(name, argv, log_dir=tmp_path) as agent,
+                    service(name, argv, log_dir=s.work) as agent,
                     aiohttp.ClientSession() as http,
                 ):
-                    outcome = await infer(http, agent.url, sample, "hub")
+                    outcome = await infer(http, agent.url, s.sample, "hub")
                     return outcome.response.model_dump()
 
             trusted = await ask(
                 "agent-matching",
-                write_policy(tmp_path / "good.toml", mrenclave=MRENCLAVE, root=root),
+                write_policy(s.work / "good.toml", mrenclave=MRENCLAVE, root=s.root),
             )
             assert trusted["source"] == "hub"
             attestation = trusted["attestation"]
@@ -118,7 +144,7 @@ async def test_agent_trusts_the_hub_only_under_a_matching_policy(
 
             wrong = await ask(
                 "agent-other-enclave",
-                write_policy(tmp_path / "bad.toml", mrenclave=b"\x00" * 32, root=root),
+                write_policy(s.work / "bad.toml", mrenclave=b"\x00" * 32, root=s.root),
             )
             assert wrong["source"] == "local"
             assert wrong["reason"] == "attestation_refused"
@@ -130,10 +156,12 @@ async def test_agent_trusts_the_hub_only_under_a_matching_policy(
             # Trusting only Intel's real root, the test hierarchy's quote is refused.
             pinned = await ask(
                 "agent-intel-root",
-                write_policy(tmp_path / "intel.toml", mrenclave=MRENCLAVE, root=None),
+                write_policy(s.work / "intel.toml", mrenclave=MRENCLAVE, root=None),
             )
             assert pinned["source"] == "local"
             assert "pck_chain" in str(pinned["attestation"])
-    # Each agent attested with its own fresh nonce: three quotes, three different REPORT_DATA.
-    assert len(fake.served) == 3
-    assert len(set(fake.served)) == 3
+    # Each agent attested with its own fresh nonce: three quotes, three different REPORT_DATA
+    # (plus, with a PCCS, the hub's probe quote that tells it its platform).
+    attestations = [rd for rd in fake.served if rd != bytes(64)]
+    assert len(attestations) == 3
+    assert len(set(attestations)) == 3
