@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from cloud_hub.app import build_state, make_app
 from cloud_hub.config import HubConfig
 from cloud_hub.enrollment import create_token
 from cloud_hub.errors import HubError
-from cloud_hub.store import Store, sqlite_url
+from cloud_hub.store import Device, Store, sqlite_url
 from escalade_protocol.artifacts import BundleError
 
 
@@ -93,6 +95,66 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        rows = store.list_devices()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([_device_json(d) for d in rows], indent=2))
+        return 0
+    print(f"{'device':36}  {'profile':14} {'status':11} {'since':20} reason")
+    for d in rows:
+        since = (d.status_changed_at or d.enrolled_at).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{d.device_id}  {d.profile:14} {d.status:11} {since:20} {d.status_reason}")
+    return 0
+
+
+def _device_json(d: Device) -> dict[str, object]:
+    return {
+        "device_id": str(d.device_id),
+        "profile": d.profile,
+        "status": d.status,
+        "reason": d.status_reason,
+        "status_changed_at": d.status_changed_at.isoformat() if d.status_changed_at else None,
+        "enrolled_at": d.enrolled_at.isoformat(),
+        "cusum": d.cusum,
+    }
+
+
+def _set_status(args: argparse.Namespace, status: str, *, only_from: str | None) -> int:
+    try:
+        device_id = uuid.UUID(args.device_id)
+    except ValueError:
+        print(f"cloud-hub: error: {args.device_id!r} is not a device id", file=sys.stderr)
+        return 2
+    store = _store(args)
+    try:
+        changed = store.set_device_status(
+            device_id, status, reason=args.reason, actor="operator", only_from=only_from
+        )
+        device = store.get_device(device_id)
+    finally:
+        store.close()
+    if device is None:
+        print(f"cloud-hub: error: no device {device_id}", file=sys.stderr)
+        return 2
+    if not changed:
+        print(f"cloud-hub: error: device {device_id} is {device.status}", file=sys.stderr)
+        return 2
+    print(f"device {device_id} is now {device.status} (hubs apply it within seconds)")
+    return 0
+
+
+def cmd_devices_release(args: argparse.Namespace) -> int:
+    return _set_status(args, "active", only_from="quarantined")
+
+
+def cmd_devices_revoke(args: argparse.Namespace) -> int:
+    return _set_status(args, "revoked", only_from=None)
+
+
 def cmd_enclave_render(args: argparse.Namespace) -> int:
     from cloud_hub.enclave import current_layout, render_manifest
 
@@ -117,21 +179,16 @@ def cmd_enclave_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cloud-hub", description="Escalade cloud hub")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _with_store_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--data-dir", default="./hub-data", help="state directory (default ./hub-data)")
+    p.add_argument(
+        "--database-url", default=None, help="SQLAlchemy URL (default: SQLite in the data dir)"
+    )
+    return p
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--data-dir", default="./hub-data", help="state directory (default ./hub-data)"
-        )
-        p.add_argument(
-            "--database-url", default=None, help="SQLAlchemy URL (default: SQLite in the data dir)"
-        )
 
-    serve = sub.add_parser("serve", help="run the hub")
-    common(serve)
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = _with_store_args(sub.add_parser("serve", help="run the hub"))
     serve.add_argument("--models", required=True, help="model bundle directory")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8443, help="0 picks a free port")
@@ -154,20 +211,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
     serve.set_defaults(func=cmd_serve)
 
-    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
-    common(migrate)
+
+def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = _with_store_args(sub.add_parser("migrate", help="create the database schema"))
     migrate.set_defaults(func=cmd_migrate)
 
     tokens = sub.add_parser("tokens", help="enrollment tokens").add_subparsers(
         dest="tokens_command", required=True
     )
-    create = tokens.add_parser("create", help="create a one-time enrollment token")
-    common(create)
+    create = _with_store_args(tokens.add_parser("create", help="create a one-time token"))
     create.add_argument("--ttl-hours", type=float, default=24.0)
     create.add_argument("--note", default="")
     create.add_argument("--quiet", action="store_true", help="print the token alone")
     create.set_defaults(func=cmd_token_create)
 
+    devices = sub.add_parser("devices", help="enrolled devices").add_subparsers(
+        dest="devices_command", required=True
+    )
+    listing = _with_store_args(devices.add_parser("list", help="devices, status and reason"))
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_devices_list)
+    for name, helptext, func in (
+        ("release", "release a quarantined device", cmd_devices_release),
+        ("revoke", "revoke a device for good", cmd_devices_revoke),
+    ):
+        p = _with_store_args(devices.add_parser(name, help=helptext))
+        p.add_argument("device_id")
+        p.add_argument("--reason", default=f"{name} by operator")
+        p.set_defaults(func=func)
+
+
+def _add_enclave(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enclave = sub.add_parser("enclave", help="run the hub in an SGX enclave").add_subparsers(
         dest="enclave_command", required=True
     )
@@ -185,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--isv-prod-id", type=int, default=0)
     render.add_argument("--isv-svn", type=int, default=0)
     render.set_defaults(func=cmd_enclave_render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloud-hub", description="Escalade cloud hub")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_admin(sub)
+    _add_enclave(sub)
     return parser
 
 

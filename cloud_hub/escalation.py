@@ -87,6 +87,11 @@ class EscalationPipeline:
         header = sealed.header
         if device is None:
             raise ProtocolError(ErrorCode.UNKNOWN_DEVICE, "device is not enrolled")
+        if device.status == "quarantined":
+            raise ProtocolError(
+                ErrorCode.DEVICE_QUARANTINED,
+                f"device is quarantined ({device.status_reason}); an operator must release it",
+            )
         if device.status != "active":
             raise ProtocolError(ErrorCode.DEVICE_REVOKED, f"device is {device.status}")
         sealed.verify_signature(load_ed25519_public(device.public_key))

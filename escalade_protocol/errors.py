@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     UNKNOWN_DEVICE = "unknown_device"
     DEVICE_REVOKED = "device_revoked"
+    DEVICE_QUARANTINED = "device_quarantined"
+    EMBEDDING_REJECTED = "embedding_rejected"
     BAD_SIGNATURE = "bad_signature"
     BAD_CIPHERTEXT = "bad_ciphertext"
     STALE_TIMESTAMP = "stale_timestamp"
@@ -45,6 +47,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_TOKEN: 401,
     ErrorCode.BAD_PROOF: 401,
     ErrorCode.DEVICE_REVOKED: 403,
+    # Refused until an operator releases the device (`cloud-hub devices release ID`).
+    ErrorCode.DEVICE_QUARANTINED: 403,
+    # The embedding failed the hub's poisoning checks; the reason names the tier.
+    ErrorCode.EMBEDDING_REJECTED: 422,
     ErrorCode.BAD_CIPHERTEXT: 400,
     ErrorCode.STALE_TIMESTAMP: 401,
     ErrorCode.REPLAYED_NONCE: 409,

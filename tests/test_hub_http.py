@@ -191,7 +191,7 @@ def test_device_cache_expires_and_invalidates(store: Store) -> None:
     device = cache.get(device_id)
     assert device is not None
     assert device.status == "active"
-    store.set_device_status(device_id, "revoked")
+    store.set_device_status(device_id, "revoked", reason="lost")
     assert cache.cached(device_id) == device  # still the cached copy within the TTL
     now[0] = 2.5
     assert cache.cached(device_id) is None

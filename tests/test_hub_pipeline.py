@@ -165,7 +165,7 @@ def test_unknown_device(hub: EscalationPipeline, store: Store) -> None:
 
 def test_revoked_device(hub: EscalationPipeline, store: Store) -> None:
     device = Device(store)
-    assert store.set_device_status(device.device_id, "revoked")
+    assert store.set_device_status(device.device_id, "revoked", reason="lost")
     _assert_refused(hub, store, seal_for(hub, device), ErrorCode.DEVICE_REVOKED)
 
 

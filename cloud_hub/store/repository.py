@@ -6,15 +6,23 @@ Each write is one transaction: a rejected request leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, Row, bindparam, create_engine, event, func, insert, select, update
 
 from cloud_hub.store.driver_insert import DriverInsert
-from cloud_hub.store.schema import devices, enrollment_tokens, escalations, metadata
+from cloud_hub.store.schema import (
+    audit_events,
+    devices,
+    enrollment_tokens,
+    escalations,
+    metadata,
+)
 from escalade_protocol.errors import ErrorCode, ProtocolError
 
 
@@ -25,6 +33,20 @@ class Device:
     profile: str
     status: str
     enrolled_at: datetime
+    status_reason: str = ""
+    status_changed_at: datetime | None = None
+    generation: int = 0
+    cusum: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    at: datetime
+    device_id: uuid.UUID | None
+    action: str
+    actor: str
+    reason: str
+    evidence: dict[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +59,8 @@ class EscalationRecord:
     model_version: int
     label: int
     request_digest: bytes
+    check_score: float = 0.0
+    check_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +84,8 @@ _ESCALATION_KEYS = (
     "model_version",
     "label",
     "request_digest",
+    "check_score",
+    "check_reason",
 )
 
 
@@ -74,7 +100,26 @@ def _escalation_row(record: EscalationRecord, received_at: datetime) -> dict[str
         "model_version": record.model_version,
         "label": record.label,
         "request_digest": record.request_digest,
+        "check_score": record.check_score,
+        "check_reason": record.check_reason,
     }
+
+
+_STATUS_ACTIONS = {"active": "release", "quarantined": "quarantine", "revoked": "revoke"}
+
+
+def _device(row: Row[Any]) -> Device:
+    return Device(
+        device_id=uuid.UUID(row.device_id),
+        public_key=bytes(row.public_key),
+        profile=row.profile,
+        status=row.status,
+        enrolled_at=row.enrolled_at,
+        status_reason=row.status_reason,
+        status_changed_at=row.status_changed_at,
+        generation=row.generation,
+        cusum=row.cusum,
+    )
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -172,22 +217,86 @@ class Store:
     def get_device(self, device_id: uuid.UUID) -> Device | None:
         with self.engine.connect() as conn:
             row = conn.execute(_SELECT_DEVICE, {"device_id": str(device_id)}).first()
-        if row is None:
-            return None
-        return Device(
-            device_id=uuid.UUID(row.device_id),
-            public_key=bytes(row.public_key),
-            profile=row.profile,
-            status=row.status,
-            enrolled_at=row.enrolled_at,
-        )
+        return None if row is None else _device(row)
 
-    def set_device_status(self, device_id: uuid.UUID, status: str) -> bool:
+    def list_devices(self) -> list[Device]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(devices).order_by(devices.c.enrolled_at)).all()
+        return [_device(row) for row in rows]
+
+    def set_device_status(
+        self,
+        device_id: uuid.UUID,
+        status: str,
+        *,
+        reason: str,
+        actor: str = "operator",
+        evidence: dict[str, object] | None = None,
+        only_from: str | None = None,
+        generation: int | None = None,
+    ) -> bool:
+        """Change a device's status and log it, atomically; False if nothing matched.
+
+        `only_from` and `generation` make the change conditional (the hub quarantines only an
+        active device it has seen at that generation). Releasing a device clears its CUSUM.
+        """
+        now = datetime.now(UTC)
+        values: dict[str, object] = {
+            "status": status,
+            "status_reason": reason[:200],
+            "status_changed_at": now,
+            "generation": devices.c.generation + 1,
+        }
+        if status == "active":
+            values["cusum"] = 0.0
+        conditions = [devices.c.device_id == str(device_id)]
+        if only_from is not None:
+            conditions.append(devices.c.status == only_from)
+        if generation is not None:
+            conditions.append(devices.c.generation == generation)
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(devices).where(*conditions).values(values)).rowcount
+            if changed != 1:
+                return False
+            conn.execute(
+                insert(audit_events).values(
+                    at=now,
+                    device_id=str(device_id),
+                    action=_STATUS_ACTIONS[status],
+                    actor=actor,
+                    reason=reason[:200],
+                    evidence=json.dumps(evidence or {}, sort_keys=True),
+                )
+            )
+        return True
+
+    def save_reputation(self, device_id: uuid.UUID, *, generation: int, cusum: float) -> bool:
+        """Store a device's CUSUM unless its status changed since `generation` was read."""
         with self.engine.begin() as conn:
             changed = conn.execute(
-                update(devices).where(devices.c.device_id == str(device_id)).values(status=status)
+                update(devices)
+                .where(devices.c.device_id == str(device_id), devices.c.generation == generation)
+                .values(cusum=cusum)
             ).rowcount
         return bool(changed == 1)
+
+    def audit_log(self, device_id: uuid.UUID | None = None) -> list[AuditEvent]:
+        stmt = select(audit_events).order_by(audit_events.c.id)
+        if device_id is not None:
+            stmt = stmt.where(audit_events.c.device_id == str(device_id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            AuditEvent(
+                at=row.at,
+                device_id=uuid.UUID(row.device_id) if row.device_id else None,
+                action=row.action,
+                actor=row.actor,
+                reason=row.reason,
+                evidence=json.loads(row.evidence),
+            )
+            for row in rows
+        ]
 
     # -- escalations ------------------------------------------------------------------------
 
