@@ -149,7 +149,14 @@ def build_bundle(
         split.y_cal,
     )
     # The hub checks what it receives, so describe embeddings as they arrive: float16-rounded.
-    statistics = embedding_statistics(wire_round(cal_embedding), split.y_cal)
+    # Fit on the training split, set thresholds on the calibration split (held back from the
+    # fit), with the classes the hub predicts there, as its class tier will see them.
+    statistics = embedding_statistics(
+        wire_round(runner.embed(split.X_train)),
+        split.y_train,
+        threshold_embedding=wire_round(cal_embedding),
+        threshold_labels=runner.hub_probabilities(cal_embedding).argmax(axis=1).astype(np.int64),
+    )
     done()
 
     done = stage("measuring on test split")
