@@ -19,6 +19,7 @@ from cloud_hub.app import build_state, make_app
 from cloud_hub.config import HubConfig
 from cloud_hub.enrollment import create_token
 from cloud_hub.errors import HubError
+from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, sqlite_url
 from escalade_protocol.artifacts import BundleError
 
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         code: int = args.func(args)
-    except (HubError, BundleError) as exc:
+    except (HubError, BundleError, ReferenceStatsError) as exc:
         print(f"cloud-hub: error: {exc}", file=sys.stderr)
         return 2
     return code

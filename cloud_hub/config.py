@@ -25,6 +25,8 @@ class HubConfig:
     pccs_url: str | None = None
     collateral_refresh_s: float = 3600.0
     timestamp_window_s: float = 60.0
+    # How often devices' mean embeddings are compared with their peers'.
+    cohort_interval_s: float = 300.0
     max_body_bytes: int = 1 << 20
     # Print "READY <url>" on stdout once listening, for supervisors and tests.
     announce_ready: bool = False

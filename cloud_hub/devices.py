@@ -1,9 +1,10 @@
 """A short-lived cache of enrolled devices in front of the database.
 
 Every escalation needs its device's key and status; reading them from the database per request
-cost more than all the cryptography together. Only devices that exist are cached, for `ttl_s`
-seconds: a revocation made through this replica applies at once (`invalidate`), one made
-through another replica within `ttl_s`.
+cost more than all the cryptography together. Only active devices are cached, for `ttl_s`
+seconds: a quarantine or revocation made through this replica applies at once (`invalidate`),
+one made through another replica within `ttl_s`; a release applies at once everywhere, since
+devices that are not active are read from the database on every request.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class DeviceCache:
     def load(self, device_id: uuid.UUID) -> Device | None:
         """Read the device from the database (blocking) and cache it if it exists."""
         device = self._store.get_device(device_id)
-        if device is not None:
+        if device is not None and device.status == "active":
             self._entries[device_id] = (self._clock() + self._ttl, device)
         return device
 

@@ -2,14 +2,18 @@
 
 A pure core in two steps, so the HTTP shell can fetch the device between them without holding a
 thread: `inspect` (structure, hub key, model, timestamp) and `accept` (device status,
-signature, decryption, tensor checks, inference, signed answer). Checks run cheapest first and
-each raises `ProtocolError` with a stable code. Neither step writes anything: the caller commits
-the returned record (whose unique (device, nonce) key is the replay check) before the answer
-leaves, so an answered request is durable and a refused one leaves no trace.
+signature, decryption, tensor checks, inference, poisoning checks, signed answer). Checks run
+cheapest first and each raises `ProtocolError` with a stable code. Neither step writes
+anything: the caller commits the returned record (whose unique (device, nonce) key is the
+replay check) before the answer leaves, so an answered request is durable and a refused one
+leaves no trace. The one exception is deliberate: an authentic embedding that fails the
+poisoning checks is recorded with its score and reason (and counts against its device's
+reputation) before it is refused with `embedding_rejected`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -17,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud_hub.identity import HubIdentity
+from cloud_hub.poisoning import CheckResult, EmbeddingChecker
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Device, EscalationRecord, Store
 from escalade_protocol import envelope
@@ -30,14 +35,32 @@ from escalade_protocol.tensor import Tensor
 class EscalationPolicy:
     # How far an envelope's timestamp may be from the hub's clock, either way.
     timestamp_window_ms: int = 60_000
+    # Check scores are ratios to each tier's band (set for a 1% false-positive rate): over 1
+    # the embedding is suspicious and counts against its device's reputation; over this, it is
+    # also refused. Scaled, noisy or random vectors score far higher; the band between leaves
+    # slow poisoning to reputation instead of refusing the hard, honest inputs that get
+    # escalated, which sit in the tails (digits test split: 0.8% of all inputs and 2.6% of the
+    # escalated ones beyond 1.0, none beyond 1.25).
+    reject_score: float = 1.25
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A request that passed every check: the record to commit, then the answer to send."""
+    """An authentic, well-formed request: the record to commit, the poisoning checks' result,
+    and the answer to send if those checks passed."""
 
     record: EscalationRecord
+    check: CheckResult
+    rejected: bool
     answer: bytes
+    embedding: npt.NDArray[np.float32]
+
+    def raise_if_rejected(self) -> None:
+        if self.rejected:
+            raise ProtocolError(
+                ErrorCode.EMBEDDING_REJECTED,
+                f"embedding failed the hub's {self.check.reason} check",
+            )
 
 
 class EscalationPipeline:
@@ -51,6 +74,7 @@ class EscalationPipeline:
         self.identity = identity
         self.model = model
         self.policy = policy or EscalationPolicy()
+        self.checker = EmbeddingChecker(model.reference)
 
     def inspect(self, body: bytes, *, now_ms: int | None = None) -> envelope.SealedEnvelope:
         """Checks that need neither keys nor the database."""
@@ -99,6 +123,8 @@ class EscalationPipeline:
         embedding = self._validated_embedding(sealed.open_payload(self.identity.encryption_key))
         probabilities = self.model.predict(embedding)
         label = int(np.argmax(probabilities))
+        # Poisoning checks, after the model: the class-conditional tier needs its prediction.
+        check = self.checker.check(embedding, label)
         digest = request_digest(body)
         manifest = self.model.manifest
         answer = Answer(
@@ -119,8 +145,14 @@ class EscalationPipeline:
             model_version=header.model_version,
             label=label,
             request_digest=digest,
+            check_score=check.score if math.isfinite(check.score) else 1e9,
+            check_reason=check.reason,
         )
-        return Accepted(record=record, answer=sign_answer(answer, self.identity.signing_key))
+        rejected = not check.passed and check.score > self.policy.reject_score
+        signed = b"" if rejected else sign_answer(answer, self.identity.signing_key)
+        return Accepted(
+            record=record, check=check, rejected=rejected, answer=signed, embedding=embedding
+        )
 
     def process(self, body: bytes, store: Store, *, now_ms: int | None = None) -> bytes:
         """The whole pipeline, synchronously, committing to `store`: for tools and tests."""
@@ -129,6 +161,7 @@ class EscalationPipeline:
             sealed, store.get_device(sealed.header.device_id), body, now_ms=now_ms
         )
         store.record_escalation(accepted.record)
+        accepted.raise_if_rejected()
         return accepted.answer
 
     def _validated_embedding(self, tensor: Tensor) -> npt.NDArray[np.float32]:

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from cloud_hub.poisoning import ReferenceStats
 from escalade_protocol.artifacts import (
     EMBEDDING,
     PROBABILITIES,
@@ -25,6 +26,9 @@ class HubModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Reference statistics of clean embeddings, for the poisoning checks. They come with
+        # the model and never update from live traffic, so an attacker cannot drag them.
+        self.reference = ReferenceStats.load(verified_path(bundle_dir, self.manifest.calibration))
         self._session = ort.InferenceSession(
             str(verified_path(bundle_dir, self.manifest.hub)),
             sess_options=options,

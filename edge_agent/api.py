@@ -112,7 +112,15 @@ async def handle_infer(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     verdict = state.client.last_verdict if state.client else None
-    degraded = verdict is not None and not verdict.allows_escalation
+    refusal = state.client.device_refusal if state.client else None
+    refused_attestation = verdict is not None and not verdict.allows_escalation
+    degraded = refused_attestation or refusal is not None
+    if refusal is not None:
+        detail = f"the hub refuses this device ({refusal}): answering locally"
+    elif refused_attestation:
+        detail = "hub attestation refused: answering locally"
+    else:
+        detail = ""
     return json_response(
         AgentHealth(
             status="degraded" if degraded else "ok",
@@ -123,7 +131,7 @@ async def handle_health(request: web.Request) -> web.Response:
             model_version=state.runtime.manifest.model_version,
             hub_url=state.hub_url,
             hub_attestation=summarize(verdict) if verdict else None,
-            detail="hub attestation refused: answering locally" if degraded else "",
+            detail=detail,
         )
     )
 

@@ -38,6 +38,10 @@ from escalade_protocol.messages import AttestationRequest, ErrorBody
 from escalade_protocol.tensor import Tensor
 
 ENVELOPE_CONTENT_TYPE = "application/vnd.escalade.envelope"
+_DEVICE_REFUSALS = frozenset(
+    f"hub_rejected:{code.value}"
+    for code in (ErrorCode.DEVICE_QUARANTINED, ErrorCode.DEVICE_REVOKED)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,8 @@ class HubClient:
         self._cooldown = breaker_cooldown_s
         self._hub: AttestedHub | None = None
         self._last_verdict: Verdict | None = None
+        # Set while the hub refuses this device itself (quarantined, revoked), for /v1/health.
+        self.device_refusal: str | None = None
         self._attest_lock = asyncio.Lock()
         self._down_until = 0.0
         # Sequence numbers start from the clock so they keep rising across restarts.
@@ -139,12 +145,19 @@ class HubClient:
             raise HubUnavailable("hub_unreachable", "hub is in circuit-breaker cooldown")
         hub = await self._attested()
         try:
-            return await self._send(hub, embedding)
+            try:
+                result = await self._send(hub, embedding)
+            except HubUnavailable as exc:
+                if exc.reason != f"hub_rejected:{ErrorCode.UNKNOWN_HUB_KEY.value}":
+                    raise
+                # The hub restarted with new keys: appraise the new identity, then retry once.
+                result = await self._send(await self._attested(refresh=True), embedding)
         except HubUnavailable as exc:
-            if exc.reason != f"hub_rejected:{ErrorCode.UNKNOWN_HUB_KEY.value}":
-                raise
-        # The hub restarted with new keys: appraise the new identity, then try once more.
-        return await self._send(await self._attested(refresh=True), embedding)
+            if exc.reason in _DEVICE_REFUSALS:
+                self.device_refusal = exc.reason.removeprefix("hub_rejected:")
+            raise
+        self.device_refusal = None
+        return result
 
     async def _send(self, hub: AttestedHub, embedding: npt.NDArray[np.float32]) -> EscalationResult:
         m = self._manifest

@@ -10,7 +10,13 @@ import time
 from pathlib import Path
 
 from attestation import PolicyError
-from escalade.console import console, print_demo_report, print_verdict, progress_bar
+from escalade.console import (
+    console,
+    print_demo_report,
+    print_poisoning_report,
+    print_verdict,
+    progress_bar,
+)
 from escalade.procs import ServiceError
 from escalade_protocol.artifacts import MANIFEST_NAME, BundleError
 
@@ -85,6 +91,30 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
     return 0 if report.crypto_ok else 1
 
 
+def cmd_bench_poisoning(args: argparse.Namespace) -> int:
+    from escalade.modelbuild import DatasetError
+    from escalade.poisoning_bench import run_poisoning_bench
+
+    started = time.perf_counter()
+    try:
+        with progress_bar() as step:
+            report = run_poisoning_bench(
+                args.dataset,
+                seed=args.seed,
+                on_step=step,
+                bundle_dir=Path(args.models) if args.models else None,
+            )
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    print_poisoning_report(report)
+    console.print(f"({time.perf_counter() - started:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="escalade", description="Escalade tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", default=None, help="also write the figures as JSON here")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N test inputs")
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_command", required=True
+    )
+    poisoning = bench.add_parser("poisoning", help="attacks on the hub's embedding checks")
+    poisoning.add_argument("--dataset", default="digits")
+    poisoning.add_argument("--models", default=None, help="bundle to attack (default: build)")
+    poisoning.add_argument("--seed", type=int, default=0)
+    poisoning.add_argument("--json", default=None, help="also write the figures as JSON here")
+    poisoning.set_defaults(func=cmd_bench_poisoning)
 
     attest = sub.add_parser("attest", help="remote attestation tools").add_subparsers(
         dest="attest_command", required=True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -19,6 +19,10 @@ from rich.table import Table
 
 from escalade.attest import VerdictReport
 from escalade.demo import DemoReport, Percentiles
+
+if TYPE_CHECKING:
+    # The benchmark needs the `models` extra; the console must not.
+    from escalade.poisoning_bench import PoisoningReport
 
 console = Console(stderr=True)
 
@@ -105,3 +109,34 @@ def print_verdict(report: VerdictReport) -> None:
         out.print(f"[red]  x {failure.check}[/]: {failure.message}")
     for relaxation in report.relaxations:
         out.print(f"[yellow]  ~ relaxed: {relaxation}[/]")
+
+
+def print_poisoning_report(report: PoisoningReport) -> None:
+    out = Console()
+    table = Table(
+        title=f"Poisoning checks under attack: {report.dataset}, d={report.embedding_dim}"
+    )
+    for column in ("attack", "strength", "AUROC", "TPR@1%", "TPR@0.1%", "undetected success"):
+        table.add_column(column, justify="left" if column in ("attack", "strength") else "right")
+    for a in report.attacks:
+        table.add_row(
+            a.name,
+            a.strength,
+            f"{a.auroc:.3f}",
+            f"{a.tpr_at_1pct_fpr:.3f}",
+            f"{a.tpr_at_01pct_fpr:.3f}",
+            f"{a.undetected_success_rate:.3f}",
+        )
+    out.print(table)
+    d = report.drift
+    out.print(
+        f"slow drift: quarantined after {d.messages_to_quarantine} messages (worst device); "
+        f"false quarantines {d.false_quarantines} of {d.honest_devices} honest devices"
+    )
+    c = report.cohort
+    out.print(
+        f"cohort: {c.colluders_flagged}/{c.colluders} colluders flagged, "
+        f"{c.honest_flagged}/{c.honest_devices} honest devices flagged"
+    )
+    lat = report.latency_us
+    out.print(f"per-request checks at d={lat.dim}: p50 {lat.p50:.1f} us, p99 {lat.p99:.1f} us")

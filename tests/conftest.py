@@ -6,10 +6,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
+from cloud_hub.poisoning import EmbeddingChecker
+from cloud_hub.serving import HubModel
 from cloud_hub.store import Store, sqlite_url
 from cloud_hub.store.schema import metadata
+from edge_agent.profile import load_profile
+from edge_agent.runtime import EdgeRuntime
 from escalade.modelbuild import build_bundle
 
 POSTGRES_URL = os.environ.get("ESCALADE_TEST_POSTGRES_URL")
@@ -20,6 +26,22 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle")
     build_bundle("digits", out, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def clean_embedding(bundle_dir: Path) -> npt.NDArray[np.float32]:
+    """A real embedding (the encoder's output for a test input) that the hub's checks pass."""
+    runtime = EdgeRuntime(bundle_dir, load_profile("x86-64-cpu"))
+    hub = HubModel(bundle_dir)
+    checker = EmbeddingChecker(hub.reference)
+    with np.load(bundle_dir / "test.npz") as data:
+        inputs = np.asarray(data["X"], dtype=np.float32)
+    for features in inputs:
+        embedding = runtime.infer(features).embedding.astype(np.float16).astype(np.float32)
+        label = int(np.argmax(hub.predict(embedding)))
+        if checker.check(embedding, label).score < 0.9:
+            return embedding
+    raise AssertionError("no test input passes the poisoning checks comfortably")
 
 
 def _backends() -> list[object]:

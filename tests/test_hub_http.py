@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 import pytest
 from aiohttp import web
 
@@ -34,8 +35,14 @@ from escalade_protocol.tensor import Tensor
 
 
 class Hub:
-    def __init__(self, url: str, state: HubState, http: aiohttp.ClientSession) -> None:
-        self.url, self.state, self.http = url, state, http
+    def __init__(
+        self,
+        url: str,
+        state: HubState,
+        http: aiohttp.ClientSession,
+        embedding: npt.NDArray[np.float32],
+    ) -> None:
+        self.url, self.state, self.http, self.embedding = url, state, http, embedding
 
     async def post(self, path: str, data: bytes | str) -> tuple[int, bytes]:
         async with self.http.post(self.url + path, data=data) as response:
@@ -43,7 +50,9 @@ class Hub:
 
 
 @pytest.fixture
-async def hub(bundle_dir: Path, tmp_path: Path) -> AsyncIterator[Hub]:
+async def hub(
+    bundle_dir: Path, tmp_path: Path, clean_embedding: npt.NDArray[np.float32]
+) -> AsyncIterator[Hub]:
     config = HubConfig(
         data_dir=tmp_path, models_dir=bundle_dir, allow_simulated_tee=True, max_body_bytes=64 << 10
     )
@@ -54,7 +63,8 @@ async def hub(bundle_dir: Path, tmp_path: Path) -> AsyncIterator[Hub]:
     await site.start()
     try:
         async with aiohttp.ClientSession() as http:
-            yield Hub(f"http://127.0.0.1:{runner.addresses[0][1]}", app[STATE], http)
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            yield Hub(url, app[STATE], http, clean_embedding)
     finally:
         await runner.cleanup()
 
@@ -84,7 +94,7 @@ def sealed_for(hub: Hub, device_id: uuid.UUID, key: Ed25519PrivateKey) -> bytes:
         nonce=os.urandom(16),
         hub_key_id=hub.state.identity.key_id,
     )
-    payload = Tensor.from_numpy(np.full(m.embedding_dim, 0.2, np.float32), m.wire_dtype)
+    payload = Tensor.from_numpy(hub.embedding, m.wire_dtype)
     return envelope.seal(
         header, payload, device_key=key, hub_key=hub.state.identity.encryption_key.public_key()
     )
@@ -198,6 +208,9 @@ def test_device_cache_expires_and_invalidates(store: Store) -> None:
     refreshed = cache.get(device_id)
     assert refreshed is not None
     assert refreshed.status == "revoked"
+    assert cache.cached(device_id) is None  # devices that are not active are never cached
+    store.set_device_status(device_id, "active", reason="found")
+    assert cache.get(device_id) is not None
     cache.invalidate(device_id)
     assert cache.cached(device_id) is None
     assert cache.get(uuid.uuid4()) is None  # unknown devices are never cached

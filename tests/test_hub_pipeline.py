@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from cloud_hub.enrollment import create_token, enroll
@@ -68,9 +69,17 @@ def header_for(
     return replace(header, **changes)  # type: ignore[arg-type]
 
 
-def embedding_for(hub: EscalationPipeline, value: float = 0.1) -> Tensor:
-    m = hub.model.manifest
-    return Tensor.from_numpy(np.full(m.embedding_dim, value, np.float32), m.wire_dtype)
+CLEAN: list[npt.NDArray[np.float32]] = []
+
+
+@pytest.fixture(autouse=True)
+def _clean(clean_embedding: npt.NDArray[np.float32]) -> None:
+    CLEAN[:] = [clean_embedding]
+
+
+def embedding_for(hub: EscalationPipeline) -> Tensor:
+    """A real, in-distribution embedding: these tests are about the protocol checks."""
+    return Tensor.from_numpy(CLEAN[0], hub.model.manifest.wire_dtype)
 
 
 def seal_for(

@@ -270,6 +270,27 @@ class Store:
             )
         return True
 
+    def add_audit_event(
+        self,
+        *,
+        device_id: uuid.UUID | None,
+        action: str,
+        actor: str,
+        reason: str,
+        evidence: dict[str, object],
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(audit_events).values(
+                    at=datetime.now(UTC),
+                    device_id=str(device_id) if device_id else None,
+                    action=action,
+                    actor=actor,
+                    reason=reason[:200],
+                    evidence=json.dumps(evidence, sort_keys=True),
+                )
+            )
+
     def save_reputation(self, device_id: uuid.UUID, *, generation: int, cusum: float) -> bool:
         """Store a device's CUSUM unless its status changed since `generation` was read."""
         with self.engine.begin() as conn:

@@ -1,0 +1,171 @@
+"""A compromised device, scripted: a real agent process whose encoder was tampered with (its
+embeddings scaled tenfold) escalates to a real hub until the hub quarantines it; the operator
+sees it in `cloud-hub devices list`, releases it, and the repaired device is served again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from cloud_hub.store import Store, sqlite_url
+from escalade.demo import infer
+from escalade.procs import module_command, run_step, service
+from escalade_protocol.artifacts import (
+    EMBEDDING,
+    ArtifactFile,
+    load_manifest,
+    sha256_file,
+    verified_path,
+    write_manifest,
+)
+
+
+def tampered_bundle(bundle_dir: Path, out: Path, scale: float) -> Path:
+    """A copy of the bundle whose encoder multiplies every embedding by `scale`."""
+    shutil.copytree(bundle_dir, out)
+    path = out / "encoder.onnx"
+    model = onnx.load(path)
+    graph = model.graph
+    producer = next(node for node in graph.node if EMBEDDING in node.output)
+    producer.output[list(producer.output).index(EMBEDDING)] = "honest_embedding"
+    graph.initializer.append(numpy_helper.from_array(np.float32(scale), "tamper_scale"))
+    graph.node.append(helper.make_node("Mul", ["honest_embedding", "tamper_scale"], [EMBEDDING]))
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    manifest = load_manifest(out)
+    encoder = ArtifactFile(path=manifest.encoder.path, sha256=sha256_file(path))
+    write_manifest(out, manifest.model_copy(update={"encoder": encoder}))
+    return out
+
+
+def devices_json(hub_dir: Path) -> list[dict[str, object]]:
+    result = subprocess.run(
+        module_command("cloud_hub.cli", "devices", "list", "--data-dir", str(hub_dir), "--json"),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    rows: list[dict[str, object]] = json.loads(result.stdout)
+    return rows
+
+
+@pytest.mark.timeout(120)
+async def test_misbehaving_device_is_quarantined_listed_and_released(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    evil = tampered_bundle(bundle_dir, tmp_path / "evil-bundle", scale=10.0)
+    manifest = load_manifest(bundle_dir)
+    with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
+        inputs = np.asarray(data["X"][:60], dtype=np.float32)
+    hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+    hub_argv = module_command(
+        "cloud_hub.cli",
+        "serve",
+        "--data-dir",
+        str(hub_dir),
+        "--models",
+        str(bundle_dir),
+        "--port",
+        "0",
+        "--allow-simulated-tee",
+        "--ready",
+    )
+    async with service("hub", hub_argv, log_dir=tmp_path) as hub:
+        token = (
+            await run_step(
+                module_command(
+                    "cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"
+                ),
+                what="token",
+            )
+        ).strip()
+        await run_step(
+            module_command(
+                "edge_agent.cli",
+                "enroll",
+                "--hub",
+                hub.url,
+                f"--token={token}",
+                "--data-dir",
+                str(agent_dir),
+            ),
+            what="enroll",
+        )
+
+        def agent_argv(models: Path) -> list[str]:
+            return module_command(
+                "edge_agent.cli",
+                "run",
+                "--data-dir",
+                str(agent_dir),
+                "--models",
+                str(models),
+                "--port",
+                "0",
+                "--ready",
+                "--allow-simulated-tee",
+            )
+
+        async with (
+            service("evil-agent", agent_argv(evil), log_dir=tmp_path) as agent,
+            aiohttp.ClientSession() as http,
+        ):
+            reasons = [(await infer(http, agent.url, x, "hub")).response.reason for x in inputs]
+            async with http.get(agent.url + "/v1/health") as response:
+                health = await response.json()
+        assert set(reasons) == {
+            "hub_rejected:embedding_rejected",
+            "hub_rejected:device_quarantined",
+        }, reasons
+        first = reasons.index("hub_rejected:device_quarantined")
+        assert first > 5  # reputation, not a single message, decided
+        assert all(r == "hub_rejected:device_quarantined" for r in reasons[first:])
+        assert health["status"] == "degraded"
+        assert "device_quarantined" in health["detail"]
+
+        (row,) = devices_json(hub_dir)
+        assert row["status"] == "quarantined"
+        assert "poisoning checks" in str(row["reason"])
+        store = Store.open(sqlite_url(hub_dir))
+        try:
+            events = store.audit_log()
+            counts = store.counts()
+        finally:
+            store.close()
+        assert [(e.action, e.actor) for e in events] == [("quarantine", "hub")]
+        assert float(events[0].evidence["cusum"]) >= 20  # type: ignore[arg-type]
+        # Every refused-for-poisoning message was recorded with its evidence; refusals after
+        # quarantine were not (they never reached the checks).
+        assert counts.escalations == first
+
+        await run_step(
+            module_command(
+                "cloud_hub.cli",
+                "devices",
+                "release",
+                str(row["device_id"]),
+                "--data-dir",
+                str(hub_dir),
+                "--reason",
+                "encoder re-flashed",
+            ),
+            what="release",
+        )
+        (row,) = devices_json(hub_dir)
+        assert row["status"] == "active"
+
+        async with (
+            service("repaired-agent", agent_argv(bundle_dir), log_dir=tmp_path) as agent,
+            aiohttp.ClientSession() as http,
+        ):
+            served = [(await infer(http, agent.url, x, "hub")).response for x in inputs[:10]]
+        assert all(r.source == "hub" for r in served), [r.reason for r in served]
