@@ -36,12 +36,22 @@ class ArtifactFile(_Frozen):
 
 
 class RouterCalibration(_Frozen):
-    """The threshold the edge router starts from, chosen on the calibration split."""
+    """The threshold the edge router starts from, chosen on the calibration split.
 
-    signal: Literal["max_probability"] = "max_probability"
-    threshold: float = Field(ge=0.0, le=1.0)
+    The router escalates when the signal is below the threshold. Signals are oriented so that
+    higher means "more confident": max_probability, margin (top-1 minus top-2), neg_entropy
+    (minus the entropy, in nats), learned (the router model's probability that the local
+    answer is right).
+    """
+
+    signal: Literal["max_probability", "margin", "neg_entropy", "learned"] = "max_probability"
+    threshold: float
     expected_accuracy: float
     expected_escalation_rate: float
+    # What the threshold was chosen for: match the hub's accuracy (within a tolerance), reach a
+    # target accuracy, or spend at most an escalation budget (fraction of inputs).
+    target: Literal["match_hub", "accuracy", "escalation_budget"] = "match_hub"
+    target_value: float | None = None
 
 
 class BundleMetrics(_Frozen):
@@ -70,6 +80,10 @@ class ModelManifest(_Frozen):
     calibration: ArtifactFile
     test_split: ArtifactFile
     router: RouterCalibration
+    # The calibration split's raw inputs and labels (X, y), for routers fitted after the build.
+    calibration_split: ArtifactFile | None = None
+    # Input -> probability that the local answer is right (signal "learned"); optional.
+    router_model: ArtifactFile | None = None
     metrics: BundleMetrics
 
 
