@@ -7,13 +7,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
-
-from aiohttp import web
 
 from cloud_hub.app import build_state, make_app
 from cloud_hub.config import HubConfig
@@ -22,6 +19,7 @@ from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, sqlite_url
 from escalade_protocol.artifacts import BundleError
+from escalade_protocol.http import serve_until_terminated
 
 
 def _data_dir(path: str) -> Path:
@@ -36,27 +34,23 @@ def _store(args: argparse.Namespace) -> Store:
 
 async def _serve(config: HubConfig) -> None:
     state = build_state(config)
-    runner = web.AppRunner(make_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    url = f"http://{config.host}:{runner.addresses[0][1]}"
-    logging.getLogger("cloud_hub").info(
-        "hub listening on %s, model %s v%d, hub key %s",
-        url,
-        state.model.info.model_id,
-        state.model.info.model_version,
-        state.identity.key_id.hex(),
+
+    def listening(url: str) -> None:
+        logging.getLogger("cloud_hub").info(
+            "hub listening on %s, model %s v%d, hub key %s",
+            url,
+            state.model.info.model_id,
+            state.model.info.model_version,
+            state.identity.key_id.hex(),
+        )
+
+    await serve_until_terminated(
+        make_app(state),
+        host=config.host,
+        port=config.port,
+        announce_ready=config.announce_ready,
+        on_listening=listening,
     )
-    if config.announce_ready:
-        print(f"READY {url}", flush=True)
-    stop = asyncio.Event()
-    # SIGTERM stops the service cleanly: open requests finish, state is closed.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

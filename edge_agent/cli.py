@@ -6,12 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
 
 import onnxruntime as ort
-from aiohttp import web
 
 from edge_agent.api import AgentState, make_app
 from edge_agent.config import AgentConfig
@@ -21,6 +19,7 @@ from edge_agent.identity import DeviceIdentity
 from edge_agent.profile import FirmwareProfile, available_profiles, detect, load_profile
 from edge_agent.runtime import EdgeRuntime
 from escalade_protocol.artifacts import BundleError
+from escalade_protocol.http import serve_until_terminated
 
 log = logging.getLogger("edge_agent")
 
@@ -57,29 +56,25 @@ async def _serve(config: AgentConfig) -> None:
         log.warning(
             "allow_simulated_tee is set: this agent accepts INSECURE simulated hub evidence"
         )
-    runner = web.AppRunner(make_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    url = f"http://{config.host}:{runner.addresses[0][1]}"
-    log.info(
-        "agent %s listening on %s (profile %s, providers %s, hub %s, threshold %.3f)",
-        identity.device_id,
-        url,
-        profile.name,
-        ",".join(runtime.providers),
-        state.hub_url,
-        threshold,
+
+    def listening(url: str) -> None:
+        log.info(
+            "agent %s listening on %s (profile %s, providers %s, hub %s, threshold %.3f)",
+            identity.device_id,
+            url,
+            profile.name,
+            ",".join(runtime.providers),
+            state.hub_url,
+            threshold,
+        )
+
+    await serve_until_terminated(
+        make_app(state),
+        host=config.host,
+        port=config.port,
+        announce_ready=config.announce_ready,
+        on_listening=listening,
     )
-    if config.announce_ready:
-        print(f"READY {url}", flush=True)
-    stop = asyncio.Event()
-    # SIGTERM stops the service cleanly: open requests finish, state is closed.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

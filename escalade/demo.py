@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from escalade.procs import Service, module_command, run_step, service
+from escalade.procs import Service, agent_command, enroll_agent, hub_command, service
 from escalade_protocol.artifacts import ModelManifest, load_manifest, verified_path
 from escalade_protocol.messages import AttestationSummary, InferRequest, InferResponse
 
@@ -181,52 +181,12 @@ async def run_demo(models_dir: Path, *, progress: Progress, limit: int | None = 
     with tempfile.TemporaryDirectory(prefix="escalade-demo-") as tmp:
         root = Path(tmp)
         hub_dir, agent_dir = root / "hub", root / "agent"
-        hub_argv = module_command(
-            "cloud_hub.cli",
-            "serve",
-            "--data-dir",
-            str(hub_dir),
-            "--models",
-            str(models_dir),
-            "--port",
-            "0",
-            "--allow-simulated-tee",
-            "--ready",
-        )
         progress("starting hub", 0, 1)
+        hub_argv = hub_command(hub_dir, models_dir, "--allow-simulated-tee")
         async with service("hub", hub_argv, log_dir=root) as hub:
             progress("starting hub", 1, 1)
-            token = (
-                await run_step(
-                    module_command(
-                        "cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"
-                    ),
-                    what="creating an enrollment token",
-                )
-            ).strip()
-            await run_step(
-                module_command(
-                    "edge_agent.cli",
-                    "enroll",
-                    "--hub",
-                    hub.url,
-                    f"--token={token}",
-                    "--data-dir",
-                    str(agent_dir),
-                ),
-                what="enrolling the agent",
-            )
-            agent_argv = module_command(
-                "edge_agent.cli",
-                "run",
-                "--data-dir",
-                str(agent_dir),
-                "--models",
-                str(models_dir),
-                "--port",
-                "0",
-                "--ready",
-            )
+            await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
+            agent_argv = agent_command(agent_dir, models_dir)
             progress("starting agent", 0, 1)
             async with (
                 service("agent", [*agent_argv, "--allow-simulated-tee"], log_dir=root) as agent,

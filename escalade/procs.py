@@ -117,3 +117,55 @@ async def run_step(argv: Sequence[str], *, what: str) -> str:
     if process.returncode != 0:
         raise ServiceError(f"{what} failed (exit {process.returncode}): {err.decode().strip()}")
     return out.decode()
+
+
+def hub_command(data_dir: Path, models: Path, *extra: str) -> list[str]:
+    """`cloud-hub serve` on a free loopback port, announcing READY."""
+    return module_command(
+        "cloud_hub.cli",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        str(models),
+        "--port",
+        "0",
+        "--ready",
+        *extra,
+    )
+
+
+def agent_command(data_dir: Path, models: Path, *extra: str) -> list[str]:
+    """`edge-agent run` on a free loopback port, announcing READY."""
+    return module_command(
+        "edge_agent.cli",
+        "run",
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        str(models),
+        "--port",
+        "0",
+        "--ready",
+        *extra,
+    )
+
+
+async def enroll_agent(*, hub_url: str, hub_dir: Path, agent_dir: Path) -> None:
+    """The operator's two steps: a one-time token at the hub, then `edge-agent enroll`."""
+    token = await run_step(
+        module_command("cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"),
+        what="creating an enrollment token",
+    )
+    await run_step(
+        module_command(
+            "edge_agent.cli",
+            "enroll",
+            "--hub",
+            hub_url,
+            f"--token={token.strip()}",
+            "--data-dir",
+            str(agent_dir),
+        ),
+        what="enrolling the agent",
+    )

@@ -6,7 +6,9 @@ an unexpected exception is logged and answered as ``internal`` (500) without a t
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -70,3 +72,33 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(ProtocolError(ErrorCode.INTERNAL, "internal error"))
+
+
+async def serve_until_terminated(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    announce_ready: bool,
+    on_listening: Callable[[str], None],
+) -> None:
+    """Serve `app` until SIGTERM (or cancellation); then close it cleanly.
+
+    `on_listening` gets the URL once the socket is bound (port 0 picks a free one); with
+    `announce_ready`, ``READY <url>`` is printed on stdout for supervisors and tests.
+    """
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        url = f"http://{host}:{runner.addresses[0][1]}"
+        on_listening(url)
+        if announce_ready:
+            print(f"READY {url}", flush=True)
+        stop = asyncio.Event()
+        # SIGTERM stops the service cleanly: open requests finish, state is closed.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

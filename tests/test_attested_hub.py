@@ -19,7 +19,7 @@ from fake_gramine import FakeAttestationDir
 from fake_pccs import serve_pccs
 
 from escalade.demo import infer
-from escalade.procs import module_command, run_step, service
+from escalade.procs import agent_command, enroll_agent, hub_command, service
 from escalade_protocol.artifacts import load_manifest, verified_path
 
 MRENCLAVE = b"\xe1" * 32
@@ -74,56 +74,14 @@ async def run_scenario(s: Scenario) -> None:
         make_quote=lambda report_data: s.pki.quote(report_data=report_data, mr_enclave=MRENCLAVE),
         requests=10,
     ) as fake:
-        hub_argv = module_command(
-            "cloud_hub.cli",
-            "serve",
-            "--data-dir",
-            str(hub_dir),
-            "--models",
-            str(s.bundle_dir),
-            "--port",
-            "0",
-            "--attestation-dir",
-            str(fake.root),
-            *s.collateral_args,
-            "--ready",
+        hub_argv = hub_command(
+            hub_dir, s.bundle_dir, "--attestation-dir", str(fake.root), *s.collateral_args
         )
         async with service("hub", hub_argv, log_dir=s.work) as hub:
-            token = (
-                await run_step(
-                    module_command(
-                        "cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"
-                    ),
-                    what="token",
-                )
-            ).strip()
-            await run_step(
-                module_command(
-                    "edge_agent.cli",
-                    "enroll",
-                    "--hub",
-                    hub.url,
-                    f"--token={token}",
-                    "--data-dir",
-                    str(agent_dir),
-                ),
-                what="enroll",
-            )
+            await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
 
             async def ask(name: str, policy: Path) -> dict[str, object]:
-                argv = module_command(
-                    "edge_agent.cli",
-                    "run",
-                    "--data-dir",
-                    str(agent_dir),
-                    "--models",
-                    str(s.bundle_dir),
-                    "--port",
-                    "0",
-                    "--ready",
-                    "--policy",
-                    str(policy),
-                )
+                argv = agent_command(agent_dir, s.bundle_dir, "--policy", str(policy))
                 async with (
                     service(name, argv, log_dir=s.work) as agent,
                     aiohttp.ClientSession() as http,

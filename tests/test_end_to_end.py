@@ -13,7 +13,7 @@ import pytest
 
 from cloud_hub.store import Store, sqlite_url
 from escalade.demo import infer
-from escalade.procs import module_command, run_step, service
+from escalade.procs import agent_command, enroll_agent, hub_command, module_command, service
 from escalade_protocol.artifacts import load_manifest, verified_path
 from escalade_protocol.messages import ErrorBody
 
@@ -49,53 +49,13 @@ async def test_uncertain_inputs_escalate_confident_ones_do_not(
     with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
         X = np.asarray(data["X"], dtype=np.float32)
     hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
-    hub_argv = module_command(
-        "cloud_hub.cli",
-        "serve",
-        "--data-dir",
-        str(hub_dir),
-        "--models",
-        str(bundle_dir),
-        "--port",
-        "0",
-        "--allow-simulated-tee",
-        "--ready",
-    )
+    hub_argv = hub_command(hub_dir, bundle_dir, "--allow-simulated-tee")
     async with service("hub", hub_argv, log_dir=tmp_path) as hub:
-        token = (
-            await run_step(
-                module_command(
-                    "cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"
-                ),
-                what="token",
-            )
-        ).strip()
-        await run_step(
-            module_command(
-                "edge_agent.cli",
-                "enroll",
-                "--hub",
-                hub.url,
-                f"--token={token}",
-                "--data-dir",
-                str(agent_dir),
-            ),
-            what="enroll",
-        )
+        await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
         key_mode = (agent_dir / "device.key").stat().st_mode & 0o777
         assert key_mode == 0o600
 
-        agent_argv = module_command(
-            "edge_agent.cli",
-            "run",
-            "--data-dir",
-            str(agent_dir),
-            "--models",
-            str(bundle_dir),
-            "--port",
-            "0",
-            "--ready",
-        )
+        agent_argv = agent_command(agent_dir, bundle_dir)
         async with (
             service("agent", [*agent_argv, "--allow-simulated-tee"], log_dir=tmp_path) as agent,
             aiohttp.ClientSession() as http,

@@ -17,7 +17,14 @@ from onnx import helper, numpy_helper
 
 from cloud_hub.store import Store, sqlite_url
 from escalade.demo import infer
-from escalade.procs import module_command, run_step, service
+from escalade.procs import (
+    agent_command,
+    enroll_agent,
+    hub_command,
+    module_command,
+    run_step,
+    service,
+)
 from escalade_protocol.artifacts import (
     EMBEDDING,
     ArtifactFile,
@@ -67,53 +74,12 @@ async def test_misbehaving_device_is_quarantined_listed_and_released(
     with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
         inputs = np.asarray(data["X"][:60], dtype=np.float32)
     hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
-    hub_argv = module_command(
-        "cloud_hub.cli",
-        "serve",
-        "--data-dir",
-        str(hub_dir),
-        "--models",
-        str(bundle_dir),
-        "--port",
-        "0",
-        "--allow-simulated-tee",
-        "--ready",
-    )
+    hub_argv = hub_command(hub_dir, bundle_dir, "--allow-simulated-tee")
     async with service("hub", hub_argv, log_dir=tmp_path) as hub:
-        token = (
-            await run_step(
-                module_command(
-                    "cloud_hub.cli", "tokens", "create", "--data-dir", str(hub_dir), "--quiet"
-                ),
-                what="token",
-            )
-        ).strip()
-        await run_step(
-            module_command(
-                "edge_agent.cli",
-                "enroll",
-                "--hub",
-                hub.url,
-                f"--token={token}",
-                "--data-dir",
-                str(agent_dir),
-            ),
-            what="enroll",
-        )
+        await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
 
         def agent_argv(models: Path) -> list[str]:
-            return module_command(
-                "edge_agent.cli",
-                "run",
-                "--data-dir",
-                str(agent_dir),
-                "--models",
-                str(models),
-                "--port",
-                "0",
-                "--ready",
-                "--allow-simulated-tee",
-            )
+            return agent_command(agent_dir, models, "--allow-simulated-tee")
 
         async with (
             service("evil-agent", agent_argv(evil), log_dir=tmp_path) as agent,
