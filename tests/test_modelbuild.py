@@ -10,7 +10,10 @@ import onnxruntime as ort
 import pytest
 
 from escalade.modelbuild import DatasetError, build_bundle
+from escalade.modelbuild.datasets import FASHION_MNIST_DIR
+from escalade.modelbuild.layers import Classifier, Dense
 from escalade.modelbuild.router import calibrate_router, cascade
+from escalade.modelbuild.train import fit_temperature
 from escalade_protocol.artifacts import (
     EMBEDDING,
     ENCODER_INPUT,
@@ -85,8 +88,25 @@ def test_manifest_on_disk_matches_the_returned_one_and_every_digest(built: Built
         10,
     )
     assert m.wire_dtype == "float16"
-    for artifact in (m.encoder, m.head, m.hub, m.calibration, m.test_split):
+    assert m.calibration_split is not None
+    for artifact in (m.encoder, m.head, m.hub, m.calibration, m.test_split, m.calibration_split):
         verified_path(built.path, artifact)  # raises on a digest mismatch
+
+
+def test_calibration_split_holds_the_raw_inputs_the_router_was_set_on(built: Built) -> None:
+    m = built.manifest
+    assert m.calibration_split is not None
+    with np.load(verified_path(built.path, m.calibration_split)) as data:
+        assert set(data.files) == {"X", "y"}
+        x, y = data["X"], data["y"]
+    assert x.dtype == np.float32
+    assert x.shape == (359, m.input_dim)
+    assert y.dtype == np.int64
+    assert set(y.tolist()) == set(range(m.num_classes))
+    with np.load(built.path / "test.npz") as test:
+        # Disjoint from the test split (digits has a few duplicate images, hence "almost").
+        shared = {row.tobytes() for row in x} & {row.tobytes() for row in test["X"]}
+        assert len(shared) <= 2
 
 
 def test_metrics_are_reproduced_by_onnxruntime_from_the_test_split(built: Built) -> None:
@@ -163,7 +183,8 @@ def test_unknown_dataset_raises_dataset_error(tmp_path: Path) -> None:
 def test_same_seed_gives_identical_bytes(built: Built, tmp_path: Path) -> None:
     again = build_bundle("digits", tmp_path, seed=0)
     assert again == built.manifest
-    for name in (*ONNX_FILES, "calibration.npz", "test.npz", "manifest.json"):
+    names = (*ONNX_FILES, "calibration.npz", "test.npz", "calibration_split.npz", "manifest.json")
+    for name in names:
         assert (tmp_path / name).read_bytes() == (built.path / name).read_bytes(), name
 
 
@@ -186,3 +207,36 @@ def test_router_picks_the_least_escalation_within_half_a_point() -> None:
     predictions, escalated = cascade(edge, hub, router.threshold)
     assert escalated.sum() == 4
     assert (predictions != y).sum() == 1
+
+
+def test_temperature_scaling_recovers_the_temperature_that_generated_the_labels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3)).astype(np.float32)
+    weight = np.array([[2.0, -1.0, 0.0], [0.0, 3.0, -2.0], [1.0, 1.0, 1.0]], np.float32)
+    clf = Classifier((Dense(weight, np.zeros(3, np.float32)),))
+    # Labels drawn from softmax(logits / 2): the classifier is overconfident by a factor 2.
+    probs = clf.with_temperature(2.0).probabilities(x)
+    y = np.array([rng.choice(3, p=p) for p in probs], dtype=np.int64)
+    assert fit_temperature(clf, x, y) == pytest.approx(2.0, rel=0.1)
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_reduced_fashion_mnist_build(tmp_path: Path) -> None:
+    """The large-data recipe end to end, on 3000 training images to stay quick."""
+    m = build_bundle("fashion-mnist", tmp_path, seed=0, max_train=3000)
+    assert (m.model_id, m.input_dim, m.embedding_dim, m.num_classes) == (
+        "fashion-mnist-pca64",
+        784,
+        64,
+        10,
+    )
+    head = onnx.load(str(tmp_path / "head.onnx"))
+    assert [n.op_type for n in head.graph.node] == ["Gemm", "Relu", "Gemm", "Softmax"]
+    assert m.calibration_split is not None
+    with np.load(verified_path(tmp_path, m.calibration_split)) as data:
+        assert data["X"].shape == (10000, 784)
+        assert data["y"].shape == (10000,)
+    with np.load(verified_path(tmp_path, m.test_split)) as data:
+        assert data["X"].shape == (10000, 784)  # the official test split
+    assert m.metrics.edge_accuracy > 0.75
+    assert m.metrics.hub_accuracy > 0.75

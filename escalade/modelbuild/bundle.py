@@ -16,14 +16,17 @@ from escalade.modelbuild.onnx_export import classifier_model, encoder_model, ser
 from escalade.modelbuild.router import calibrate_router
 from escalade.modelbuild.stats import embedding_statistics
 from escalade.modelbuild.train import (
-    EMBEDDING_DIM,
     F32,
     BuildError,
     Classifier,
     Encoder,
+    Recipe,
+    Split,
     fit_encoder,
     fit_head,
     fit_hub,
+    fit_temperature,
+    recipe_for,
     split_dataset,
     wire_round,
 )
@@ -48,6 +51,7 @@ HEAD_FILE = "head.onnx"
 HUB_FILE = "hub.onnx"
 CALIBRATION_FILE = "calibration.npz"
 TEST_FILE = "test.npz"
+CALIBRATION_SPLIT_FILE = "calibration_split.npz"
 
 
 def _no_progress(description: str, done: int, total: int) -> None:
@@ -84,12 +88,49 @@ def _check_exports(
             raise BuildError(f"{name}: onnxruntime output differs from the weights by {error:.2e}")
 
 
+def _fit_models(
+    split: Split, recipe: Recipe, num_classes: int, seed: int, step: StepCallback
+) -> tuple[Encoder, Classifier, Classifier]:
+    """Encoder (PCA), temperature-scaled edge head, and hub on float16-rounded embeddings."""
+    step("fitting encoder (PCA)", 0, 1)
+    encoder = fit_encoder(split.X_train, recipe.embedding_dim, seed)
+    train_embedding = encoder.embed(split.X_train)
+    step("fitting encoder (PCA)", 1, 1)
+
+    step("fitting edge head", 0, 1)
+    head = fit_head(
+        train_embedding, split.y_train, recipe=recipe, num_classes=num_classes, seed=seed
+    )
+    # Temperature scaling on the calibration split: about the same ranking, but probabilities
+    # that mean what they say, for thresholds and for routers fitted on them later.
+    head = head.with_temperature(fit_temperature(head, encoder.embed(split.X_cal), split.y_cal))
+    step("fitting edge head", 1, 1)
+
+    step("training hub model", 0, 1)
+    hub = fit_hub(
+        wire_round(train_embedding),
+        split.y_train,
+        num_classes,
+        seed=seed,
+        on_epoch=lambda epoch, total: step("training hub model", epoch, total),
+        recipe=recipe,
+    )
+    return encoder, head, hub
+
+
 def build_bundle(
-    dataset: str, out_dir: Path, *, seed: int = 0, on_step: StepCallback | None = None
+    dataset: str,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+    max_train: int | None = None,
 ) -> ModelManifest:
     """Train encoder, edge head and hub on `dataset`, export them to ONNX and write a bundle.
 
-    Deterministic for a given seed: the same inputs give byte-identical files.
+    `dataset` is any name `load_dataset` accepts. `max_train` caps the training split (a
+    stratified subset; for quick builds in tests). Deterministic for a given seed and
+    machine: the same inputs give byte-identical files.
     """
     step = on_step or _no_progress
 
@@ -101,34 +142,20 @@ def build_bundle(
     data = load_dataset(dataset)
     done()
 
-    done = stage("splitting 60/20/20")
-    split = split_dataset(data, seed)
+    done = stage("splitting train / calibration / test")
+    split = split_dataset(data, seed, max_train=max_train)
+    recipe = recipe_for(data)
     done()
 
-    embedding_dim = min(EMBEDDING_DIM, data.input_dim)
-    done = stage("fitting encoder (PCA)")
-    encoder = fit_encoder(split.X_train, embedding_dim, seed)
-    train_embedding = encoder.embed(split.X_train)
-    done()
+    encoder, head, hub = _fit_models(split, recipe, data.num_classes, seed, step)
 
-    done = stage("fitting edge head")
-    head = fit_head(train_embedding, split.y_train)
-    done()
-
-    step("training hub model", 0, 1)
-    hub = fit_hub(
-        wire_round(train_embedding),
-        split.y_train,
-        data.num_classes,
-        seed,
-        on_epoch=lambda epoch, total: step("training hub model", epoch, total),
-    )
-
+    embedding_dim = recipe.embedding_dim
     model_id = f"{data.slug}-pca{embedding_dim}"
     done = stage("exporting ONNX")
     encoder_bytes = serialize(encoder_model(encoder, f"{model_id}-encoder"))
+    head_kind = f"MLP {head.hidden}" if head.hidden else "logistic regression"
     head_bytes = serialize(
-        classifier_model(head, f"{model_id}-head", "edge head: logistic regression")
+        classifier_model(head, f"{model_id}-head", f"edge head: {head_kind}, temperature-scaled")
     )
     hub_bytes = serialize(
         classifier_model(hub, f"{model_id}-hub", "hub: MLP on float16-rounded embeddings")
@@ -172,7 +199,9 @@ def build_bundle(
         HEAD_FILE: head_bytes,
         HUB_FILE: hub_bytes,
         CALIBRATION_FILE: npz_bytes(dict(statistics)),
-        TEST_FILE: npz_bytes({"X": split.X_test, "y": split.y_test}),
+        # Raw inputs compress well (pixels are small integers); deflate stays deterministic.
+        TEST_FILE: npz_bytes({"X": split.X_test, "y": split.y_test}, compress=True),
+        CALIBRATION_SPLIT_FILE: npz_bytes({"X": split.X_cal, "y": split.y_cal}, compress=True),
     }
     artifacts: dict[str, ArtifactFile] = {}
     for name, content in contents.items():
@@ -192,6 +221,7 @@ def build_bundle(
         hub=artifacts[HUB_FILE],
         calibration=artifacts[CALIBRATION_FILE],
         test_split=artifacts[TEST_FILE],
+        calibration_split=artifacts[CALIBRATION_SPLIT_FILE],
         router=router,
         metrics=metrics,
     )

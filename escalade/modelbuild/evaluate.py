@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from escalade.modelbuild.layers import wire_round
 from escalade.modelbuild.router import cascade
-from escalade.modelbuild.train import wire_round
 from escalade_protocol.artifacts import (
     EMBEDDING,
     ENCODER_INPUT,
@@ -42,6 +44,17 @@ class OnnxRunner:
 
     def edge_probabilities(self, embedding: F32) -> F32:
         return np.asarray(self._head.run([PROBABILITIES], {EMBEDDING: embedding})[0], np.float32)
+
+    def edge_latency_us(self, x: F32, repeats: int = 3) -> float:
+        """Median microseconds for one input through encoder and head (batch 1, one thread)."""
+        times: list[float] = []
+        for _ in range(repeats):
+            for row in x:
+                single = row[None, :]
+                started = time.perf_counter()
+                self.edge_probabilities(self.embed(single))
+                times.append(time.perf_counter() - started)
+        return float(np.median(times)) * 1e6
 
     def hub_probabilities(self, embedding: F32) -> F32:
         """Applies the float16 wire round trip first, as an escalation would."""

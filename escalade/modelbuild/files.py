@@ -24,14 +24,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     temporary.replace(path)
 
 
-def npz_bytes(arrays: dict[str, NDArray[np.generic]]) -> bytes:
-    """An uncompressed .npz, as np.savez writes it but without timestamps."""
+def npz_bytes(arrays: dict[str, NDArray[np.generic]], *, compress: bool = False) -> bytes:
+    """A .npz as np.savez (or, with `compress`, np.savez_compressed) writes it, without
+    timestamps. Deflate at a fixed level is deterministic for a given zlib.
+    """
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=method, compresslevel=6) as archive:
         for name in sorted(arrays):
             member = io.BytesIO()
             np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]))
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
             info.external_attr = 0o644 << 16
+            info.compress_type = method  # a ZipInfo ignores the archive's default
             archive.writestr(info, member.getvalue())
     return buffer.getvalue()
