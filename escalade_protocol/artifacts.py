@@ -48,6 +48,9 @@ class RouterCalibration(_Frozen):
     threshold: float
     expected_accuracy: float
     expected_escalation_rate: float
+    # Share of inputs answered locally whose hub answer would differ, at this threshold: the
+    # online router steers toward it from the hub's answers to explored inputs.
+    expected_miss_rate: float | None = None
     # What the threshold was chosen for: match the hub's accuracy (within a tolerance), reach a
     # target accuracy, or spend at most an escalation budget (fraction of inputs).
     target: Literal["match_hub", "accuracy", "escalation_budget"] = "match_hub"
