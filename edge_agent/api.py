@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from edge_agent.errors import HubUnavailable
 from edge_agent.hub_client import HubClient
 from edge_agent.identity import DeviceIdentity
 from edge_agent.profile import FirmwareProfile
-from edge_agent.router import decide
+from edge_agent.router import HubAnswered, Routed, RouterState, compute_signals, decide, observe
 from edge_agent.runtime import EdgeRuntime
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import error_middleware, json_response, read_json
@@ -34,7 +36,9 @@ class AgentState:
     profile: FirmwareProfile
     runtime: EdgeRuntime
     identity: DeviceIdentity
-    threshold: float
+    # The router's state: replaced (never mutated) after every decision and hub answer.
+    router: RouterState
+    rng: random.Random = field(default_factory=random.Random)
     client: HubClient | None = field(default=None)
 
     @property
@@ -71,7 +75,19 @@ async def handle_infer(request: web.Request) -> web.Response:
     # The edge models take tens of microseconds: cheaper inline than a thread hop.
     local = state.runtime.infer(features)
     local_label = int(np.argmax(local.probabilities))
-    decision = decide(local.probabilities, threshold=state.threshold, route=body.route)
+    # The same decision code the cascade benchmark measures (edge_agent/router.py).
+    signals = compute_signals(local.probabilities, local.embedding, learned=local.learned)
+    now = time.monotonic()
+    assert state.client is not None
+    decision = decide(
+        state.router,
+        signals,
+        now=now,
+        rng_draw=state.rng.random(),
+        route=body.route,
+        hub_up=state.client.hub_up,
+    )
+    state.router = observe(state.router, Routed(decision, now))
 
     label, probabilities, source = local_label, local.probabilities, "local"
     reason: str = decision.reason.value
@@ -79,13 +95,19 @@ async def handle_infer(request: web.Request) -> web.Response:
     bytes_sent: int | None = None
     verdict = None
     if decision.escalate:
-        assert state.client is not None
+        asked = time.perf_counter()
         try:
             result = await state.client.escalate(local.embedding)
         except HubUnavailable as exc:
             reason = exc.reason
             verdict = state.client.last_verdict
         else:
+            answered = HubAnswered(
+                decision,
+                agreed=result.answer.label == local_label,
+                latency_ms=(time.perf_counter() - asked) * 1000.0,
+            )
+            state.router = observe(state.router, answered)
             verdict = result.verdict
             hub_label = label = result.answer.label
             probabilities = result.answer.probabilities.to_numpy().astype(np.float32)
@@ -97,6 +119,7 @@ async def handle_infer(request: web.Request) -> web.Response:
         source=source,
         reason=reason,
         confidence=decision.confidence,
+        threshold=decision.threshold if math.isfinite(decision.threshold) else None,
         local_label=local_label,
         hub_label=hub_label,
         probabilities=[float(p) for p in probabilities],

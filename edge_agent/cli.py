@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 import onnxruntime as ort
@@ -17,6 +18,7 @@ from edge_agent.enrollment import enroll
 from edge_agent.errors import AgentError
 from edge_agent.identity import DeviceIdentity
 from edge_agent.profile import FirmwareProfile, available_profiles, detect, load_profile
+from edge_agent.router import RouterConfig, RouterState
 from edge_agent.runtime import EdgeRuntime
 from escalade_protocol.artifacts import BundleError
 from escalade_protocol.http import serve_until_terminated
@@ -42,15 +44,37 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def router_config(config: AgentConfig, runtime: EdgeRuntime) -> RouterConfig:
+    """The router's prior from the bundle's calibration, the operator's budgets from config."""
+    calibration = runtime.manifest.router
+    signal = calibration.signal
+    if signal == "learned" and not runtime.has_learned_router:
+        raise AgentError("the bundle calibrates a learned router but ships no router model")
+    return RouterConfig(
+        signal=signal,
+        threshold=config.threshold if config.threshold is not None else calibration.threshold,
+        target_rate=calibration.expected_escalation_rate,
+        target_miss_rate=calibration.expected_miss_rate,
+        adaptive=config.adaptive_router,
+        explore=config.explore if config.adaptive_router else 0.0,
+        per_minute=config.escalations_per_minute,
+        per_day=config.escalations_per_day,
+        latency_budget_ms=config.latency_budget_ms,
+    )
+
+
 async def _serve(config: AgentConfig) -> None:
     profile = _profile(config.profile)
     runtime = EdgeRuntime(config.models_dir, profile)
     identity = DeviceIdentity.load(config.data_dir)
-    threshold = (
-        config.threshold if config.threshold is not None else runtime.manifest.router.threshold
-    )
+    router = router_config(config, runtime)
+    threshold = router.threshold
     state = AgentState(
-        config=config, profile=profile, runtime=runtime, identity=identity, threshold=threshold
+        config=config,
+        profile=profile,
+        runtime=runtime,
+        identity=identity,
+        router=RouterState.initial(router, now=time.monotonic()),
     )
     if config.allow_simulated_tee:
         log.warning(

@@ -34,8 +34,17 @@ class AgentConfig:
     host: str = "127.0.0.1"
     port: int = 8780
     allow_simulated_tee: bool = False
-    # Override the router's calibrated threshold (0..1); None keeps the bundle's.
+    # Override the router's calibrated threshold; None keeps the bundle's.
     threshold: float | None = None
+    # Keep the escalation rate on target as inputs drift, learning from the hub's answers.
+    adaptive_router: bool = True
+    # Share of confident inputs escalated anyway, so the router also learns where it is sure.
+    explore: float = 0.02
+    # Budgets: escalations per minute / per day (token buckets), and the hub's recent p95
+    # latency beyond which the agent answers locally. None: no limit.
+    escalations_per_minute: float | None = None
+    escalations_per_day: float | None = None
+    latency_budget_ms: float | None = None
     hub_timeout_s: float = 5.0
     attestation_ttl_s: float = 3600.0
     announce_ready: bool = False
@@ -53,31 +62,36 @@ class AgentConfig:
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise AgentError(f"cannot read config {path}: {exc}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            if policy_file is not None:
-                policy = AppraisalPolicy.load(policy_file)
-            else:
-                table = values.pop("attestation", {})
-                if not isinstance(table, dict):
-                    raise AgentError("[attestation] must be a table")
-                policy = AppraisalPolicy.from_mapping(
-                    table, base_dir=path.parent if path is not None else None
-                )
-        except PolicyError as exc:
-            raise AgentError(str(exc)) from exc
-        values.pop("attestation", None)
+        table = values.pop("attestation", {})
+        policy = _policy(table, policy_file, base_dir=path.parent if path is not None else None)
         if values.get("allow_simulated_tee"):
             policy = replace(policy, allow_simulated_tee=True)
         values["policy"] = policy
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise AgentError(f"unknown config keys: {', '.join(unknown)}")
-        for key in ("data_dir", "models_dir"):
-            if key not in values:
-                raise AgentError(f"config needs {key}")
-            values[key] = Path(values[key]).expanduser()
-        threshold = values.get("threshold")
-        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-            raise AgentError("threshold must be between 0 and 1")
+        _validate(values, known={f.name for f in fields(cls)})
         return cls(**values)
+
+
+def _policy(table: object, policy_file: Path | None, *, base_dir: Path | None) -> AppraisalPolicy:
+    try:
+        if policy_file is not None:
+            return AppraisalPolicy.load(policy_file)
+        if not isinstance(table, dict):
+            raise AgentError("[attestation] must be a table")
+        return AppraisalPolicy.from_mapping(table, base_dir=base_dir)
+    except PolicyError as exc:
+        raise AgentError(str(exc)) from exc
+
+
+def _validate(values: dict[str, Any], *, known: set[str]) -> None:
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise AgentError(f"unknown config keys: {', '.join(unknown)}")
+    for key in ("data_dir", "models_dir"):
+        if key not in values:
+            raise AgentError(f"config needs {key}")
+        values[key] = Path(values[key]).expanduser()
+    if not 0.0 <= float(values.get("explore", 0.02)) < 1.0:
+        raise AgentError("explore must be in [0, 1)")
+    for key in ("escalations_per_minute", "escalations_per_day", "latency_budget_ms"):
+        if values.get(key) is not None and float(values[key]) <= 0:
+            raise AgentError(f"{key} must be positive")

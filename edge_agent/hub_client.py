@@ -91,6 +91,11 @@ class HubClient:
         self._seq = time.time_ns() // 1000
 
     @property
+    def hub_up(self) -> bool:
+        """False while the circuit breaker is open after the hub could not be reached."""
+        return time.monotonic() >= self._down_until
+
+    @property
     def last_verdict(self) -> Verdict | None:
         return self._last_verdict
 

@@ -115,6 +115,34 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_cascade(args: argparse.Namespace) -> int:
+    from escalade.cascade_bench import markdown, plot_curves, run_cascade_bench
+    from escalade.modelbuild import DatasetError
+
+    started = time.perf_counter()
+    try:
+        with progress_bar() as step:
+            report = run_cascade_bench(
+                args.dataset,
+                seeds=tuple(range(args.seeds)),
+                on_step=step,
+                rtt_ms=args.rtt_ms,
+                uplink_mbps=args.uplink_mbps,
+                hub_price=args.hub_price,
+            )
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    print(markdown(report))
+    console.print(f"({time.perf_counter() - started:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    if args.plot:
+        console.print(f"plot written to {plot_curves(report, Path(args.plot))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="escalade", description="Escalade tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     poisoning.add_argument("--seed", type=int, default=0)
     poisoning.add_argument("--json", default=None, help="also write the figures as JSON here")
     poisoning.set_defaults(func=cmd_bench_poisoning)
+    cascade = bench.add_parser("cascade", help="routing policies: accuracy, escalation, cost")
+    cascade.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
+    cascade.add_argument("--seeds", type=int, default=3)
+    cascade.add_argument("--rtt-ms", type=float, default=40.0, help="network model: round trip")
+    cascade.add_argument("--uplink-mbps", type=float, default=10.0, help="network model: uplink")
+    cascade.add_argument("--hub-price", type=float, default=0.001, help="cost per escalation")
+    cascade.add_argument("--json", default=None, help="also write the figures as JSON here")
+    cascade.add_argument("--plot", default=None, help="accuracy vs escalation rate PNG")
+    cascade.set_defaults(func=cmd_bench_cascade)
 
     attest = sub.add_parser("attest", help="remote attestation tools").add_subparsers(
         dest="attest_command", required=True

@@ -106,7 +106,10 @@ class InferResponse(Message):
     # why the router chose this path: confident, uncertain, forced_local, forced_hub,
     # or why escalation was impossible (hub_unreachable, attestation_refused, hub_rejected:CODE)
     reason: str
+    # The routing signal (max probability unless the bundle says otherwise) and the threshold
+    # it was compared with; the router adapts the threshold as inputs drift.
     confidence: float
+    threshold: float | None = None
     local_label: int
     hub_label: int | None = None
     probabilities: list[float]
