@@ -8,6 +8,11 @@ Example ``agent.toml``::
     host = "127.0.0.1"
     port = 8780
     allow_simulated_tee = false         # INSECURE relaxation, development only
+    escalations_per_minute = 60         # budgets (token buckets); unset: no limit
+    escalations_per_day = 20000
+    latency_budget_ms = 250             # answer locally while the hub's recent p95 is higher
+    adaptive_router = true              # keep the escalation rate on target as inputs drift
+    explore = 0.02                      # share of confident inputs escalated to keep learning
 
     [attestation]                       # what hub evidence to trust (attestation.policy)
     mrenclave = ["<64 hex>"]            # from `gramine-sgx-sigstruct-view` (docs/enclave.md)
