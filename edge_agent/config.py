@@ -11,7 +11,7 @@ Example ``agent.toml``::
     escalations_per_minute = 60         # budgets (token buckets); unset: no limit
     escalations_per_day = 20000
     latency_budget_ms = 250             # answer locally while the hub's recent p95 is higher
-    adaptive_router = true              # keep the escalation rate on target as inputs drift
+    adaptive_router = false             # true: follow drift, learning from the hub's answers
     explore = 0.02                      # share of confident inputs escalated to keep learning
 
     [attestation]                       # what hub evidence to trust (attestation.policy)
@@ -42,7 +42,9 @@ class AgentConfig:
     # Override the router's calibrated threshold; None keeps the bundle's.
     threshold: float | None = None
     # Keep the escalation rate on target as inputs drift, learning from the hub's answers.
-    adaptive_router: bool = True
+    # Off by default: on stationary benchmark streams it does not beat the calibrated
+    # threshold yet (docs/benchmarks.md); turn it on where inputs are expected to drift.
+    adaptive_router: bool = False
     # Share of confident inputs escalated anyway, so the router also learns where it is sure.
     explore: float = 0.02
     # Budgets: escalations per minute / per day (token buckets), and the hub's recent p95
