@@ -14,6 +14,8 @@ from numpy.typing import NDArray
 from cloud_hub.poisoning.reference import ReferenceStats
 
 F64 = NDArray[np.float64]
+# Rows per distance block: a block holds ROWS x len(bank) float64 values (~40 MB at 5k x 1k).
+ROWS = 1024
 
 
 class KnnAuditor:
@@ -38,10 +40,15 @@ class KnnAuditor:
 
     def distances(self, embeddings: NDArray[np.floating]) -> F64:
         """Whitened distance from each embedding to its k-th nearest bank embedding."""
-        z = np.asarray(embeddings, np.float64) @ self._w.T
-        squared = (z**2).sum(axis=1)[:, None] - 2 * z @ self._bank.T + self._bank_sq[None, :]
-        kth = np.partition(squared, self.k - 1, axis=1)[:, self.k - 1]
-        return np.sqrt(np.maximum(kth, 0.0))
+        z_all = np.asarray(embeddings, np.float64) @ self._w.T
+        out = np.empty(len(z_all), dtype=np.float64)
+        # In blocks: the full distance matrix of a large audit would not fit in memory.
+        for start in range(0, len(z_all), ROWS):
+            z = z_all[start : start + ROWS]
+            squared = (z**2).sum(axis=1)[:, None] - 2 * z @ self._bank.T + self._bank_sq[None, :]
+            kth = np.partition(squared, self.k - 1, axis=1)[:, self.k - 1]
+            out[start : start + len(z)] = np.sqrt(np.maximum(kth, 0.0))
+        return out
 
     def audit(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
         """True where an embedding lies farther from the clean bank than the threshold."""
