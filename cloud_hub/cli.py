@@ -19,6 +19,7 @@ from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, sqlite_url
 from escalade_protocol.artifacts import BundleError
+from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
 
 
@@ -267,18 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        code: int = args.func(args)
-    except (HubError, BundleError, ReferenceStatsError) as exc:
-        print(f"cloud-hub: error: {exc}", file=sys.stderr)
-        return 2
-    return code
+    return run_command(build_parser(), argv, expected=(HubError, BundleError, ReferenceStatsError))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from edge_agent.profile import FirmwareProfile, available_profiles, detect, load
 from edge_agent.router import RouterConfig, RouterState
 from edge_agent.runtime import EdgeRuntime
 from escalade_protocol.artifacts import BundleError
+from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
 
 log = logging.getLogger("edge_agent")
@@ -173,18 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        code: int = args.func(args)
-    except (AgentError, BundleError, PermissionError) as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        return 2
-    return code
+    return run_command(build_parser(), argv, expected=(AgentError, BundleError, PermissionError))
 
 
 if __name__ == "__main__":
