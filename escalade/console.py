@@ -76,7 +76,7 @@ def print_demo_report(report: DemoReport) -> None:
     table.add_row("latency ms p50 / p95, hub only", _ms(report.latency_ms.hub_only))
     per = report.bytes.per_escalation
     table.add_row(
-        "bytes sent per escalation vs raw input",
+        "bytes per escalation vs raw upload",
         f"{per:.0f} vs {report.bytes.raw_input}" if per else f"- vs {report.bytes.raw_input}",
     )
     table.add_row("requests rejected by the hub", str(report.rejected))

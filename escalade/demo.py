@@ -48,6 +48,9 @@ class Latency(_Report):
 
 
 class Bytes(_Report):
+    """Bytes leaving the device per escalation, and what uploading the raw input would cost
+    in the same envelope (one byte per input value, the datasets' native pixel encoding)."""
+
     per_escalation: float | None
     raw_input: int
 
@@ -127,13 +130,20 @@ def summarize(
         ),
         bytes=Bytes(
             per_escalation=float(np.mean(sent)) if sent else None,
-            raw_input=manifest.input_dim * 4,
+            raw_input=_raw_envelope_bytes(manifest, sent),
         ),
         rejected=rejected,
         attestation=verdicts[-1] if verdicts else None,
         simulated_tee=any(v.insecure for v in verdicts),
         policy_check=policy_check,
     )
+
+
+def _raw_envelope_bytes(manifest: ModelManifest, sent: list[int]) -> int:
+    """The same envelope around the raw input instead of the embedding."""
+    embedding_bytes = manifest.embedding_dim * np.dtype(manifest.wire_dtype).itemsize
+    overhead = (sent[0] - embedding_bytes) if sent else 0
+    return overhead + manifest.input_dim
 
 
 async def infer(
