@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from aiohttp import web
+from enrollment import enroll_request
 
 from cloud_hub.app import STATE, HubState, build_state, make_app
 from cloud_hub.config import HubConfig
@@ -24,12 +25,10 @@ from cloud_hub.recorder import EscalationRecorder
 from cloud_hub.store import EscalationRecord, Store
 from escalade_protocol import envelope
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.keys import Ed25519PrivateKey, public_bytes
+from escalade_protocol.keys import Ed25519PrivateKey
 from escalade_protocol.messages import (
-    EnrollRequest,
     EnrollResponse,
     ErrorBody,
-    enrollment_proof_bytes,
 )
 from escalade_protocol.tensor import Tensor
 
@@ -72,13 +71,7 @@ async def hub(
 async def enroll_device(hub: Hub) -> tuple[uuid.UUID, Ed25519PrivateKey]:
     token, _ = create_token(hub.state.store)
     key = Ed25519PrivateKey.generate()
-    public_key = public_bytes(key.public_key())
-    request = EnrollRequest(
-        token=token,
-        public_key=public_key,
-        proof=key.sign(enrollment_proof_bytes(token, public_key)),
-    )
-    status, body = await hub.post("/v1/enroll", request.model_dump_json())
+    status, body = await hub.post("/v1/enroll", enroll_request(token, key).model_dump_json())
     assert status == 201
     return EnrollResponse.model_validate_json(body).device_id, key
 
@@ -164,16 +157,7 @@ def _record(device_id: uuid.UUID, nonce: bytes) -> EscalationRecord:
 
 def _enrolled(store: Store) -> uuid.UUID:
     token, _ = create_token(store)
-    key = Ed25519PrivateKey.generate()
-    public_key = public_bytes(key.public_key())
-    return enroll(
-        store,
-        EnrollRequest(
-            token=token,
-            public_key=public_key,
-            proof=key.sign(enrollment_proof_bytes(token, public_key)),
-        ),
-    )
+    return enroll(store, enroll_request(token, Ed25519PrivateKey.generate()))
 
 
 @pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "writer-thread"])

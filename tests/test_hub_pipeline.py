@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from enrollment import enroll_request
 
 from cloud_hub.enrollment import create_token, enroll
 from cloud_hub.escalation import EscalationPipeline
@@ -23,8 +24,7 @@ from cloud_hub.store import Store
 from escalade_protocol import envelope
 from escalade_protocol.answer import request_digest, verify_answer
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.keys import Ed25519PrivateKey, X25519PrivateKey, public_bytes
-from escalade_protocol.messages import EnrollRequest, enrollment_proof_bytes
+from escalade_protocol.keys import Ed25519PrivateKey, X25519PrivateKey
 from escalade_protocol.tensor import Tensor
 
 
@@ -37,15 +37,7 @@ class Device:
     def __init__(self, store: Store) -> None:
         self.key = Ed25519PrivateKey.generate()
         token, _ = create_token(store)
-        public_key = public_bytes(self.key.public_key())
-        self.device_id = enroll(
-            store,
-            EnrollRequest(
-                token=token,
-                public_key=public_key,
-                proof=self.key.sign(enrollment_proof_bytes(token, public_key)),
-            ),
-        )
+        self.device_id = enroll(store, enroll_request(token, self.key))
 
 
 @pytest.fixture
@@ -231,25 +223,9 @@ def test_malformed(hub: EscalationPipeline, store: Store, body: bytes) -> None:
 
 def test_enrollment_token_is_single_use_and_stored_hashed(store: Store) -> None:
     token, _ = create_token(store)
-    key = Ed25519PrivateKey.generate()
-    public_key = public_bytes(key.public_key())
-    request = EnrollRequest(
-        token=token,
-        public_key=public_key,
-        proof=key.sign(enrollment_proof_bytes(token, public_key)),
-    )
-    enroll(store, request)
-    other = Ed25519PrivateKey.generate()
-    other_pub = public_bytes(other.public_key())
+    enroll(store, enroll_request(token, Ed25519PrivateKey.generate()))
     with pytest.raises(ProtocolError) as info:
-        enroll(
-            store,
-            EnrollRequest(
-                token=token,
-                public_key=other_pub,
-                proof=other.sign(enrollment_proof_bytes(token, other_pub)),
-            ),
-        )
+        enroll(store, enroll_request(token, Ed25519PrivateKey.generate()))
     assert info.value.code is ErrorCode.BAD_TOKEN
     with store.engine.connect() as conn:
         stored = [
@@ -261,12 +237,8 @@ def test_enrollment_token_is_single_use_and_stored_hashed(store: Store) -> None:
 
 def test_bad_proof_of_possession_leaves_the_token_usable(store: Store) -> None:
     token, _ = create_token(store)
-    key = Ed25519PrivateKey.generate()
-    public_key = public_bytes(key.public_key())
-    forged = EnrollRequest(
-        token=token,
-        public_key=public_key,
-        proof=Ed25519PrivateKey.generate().sign(enrollment_proof_bytes(token, public_key)),
+    forged = enroll_request(
+        token, Ed25519PrivateKey.generate(), signer=Ed25519PrivateKey.generate()
     )
     before = store.counts()
     with pytest.raises(ProtocolError) as info:
@@ -278,16 +250,7 @@ def test_bad_proof_of_possession_leaves_the_token_usable(store: Store) -> None:
 
 def test_expired_token_is_refused(store: Store) -> None:
     token, _ = create_token(store, ttl=timedelta(seconds=-1))
-    key = Ed25519PrivateKey.generate()
-    public_key = public_bytes(key.public_key())
     with pytest.raises(ProtocolError) as info:
-        enroll(
-            store,
-            EnrollRequest(
-                token=token,
-                public_key=public_key,
-                proof=key.sign(enrollment_proof_bytes(token, public_key)),
-            ),
-        )
+        enroll(store, enroll_request(token, Ed25519PrivateKey.generate()))
     assert info.value.code is ErrorCode.BAD_TOKEN
     assert store.counts().devices == 0
