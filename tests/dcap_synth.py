@@ -99,7 +99,7 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _cert(
+def issue_cert(
     subject: str,
     key: ec.EllipticCurvePrivateKey,
     issuer: x509.Certificate | None,
@@ -124,7 +124,7 @@ def _cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _crl(
+def make_crl(
     issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, revoked: list[int], now: datetime
 ) -> x509.CertificateRevocationList:
     builder = (
@@ -143,11 +143,11 @@ def _crl(
     return builder.sign(key, hashes.SHA256())
 
 
-def _pem(*certs: x509.Certificate) -> str:
+def pem_chain(*certs: x509.Certificate) -> str:
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
 
 
-def _raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+def raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
@@ -203,11 +203,11 @@ class SyntheticPki:
     def __post_init__(self) -> None:
         now = self.now
         self.root_key = ec.generate_private_key(ec.SECP256R1())
-        self.root = _cert(
+        self.root = issue_cert(
             "Escalade TEST SGX Root CA", self.root_key, None, self.root_key, ca=True, now=now
         )
         self.pck_ca_key = ec.generate_private_key(ec.SECP256R1())
-        self.pck_ca = _cert(
+        self.pck_ca = issue_cert(
             "Escalade TEST SGX PCK Processor CA",
             self.pck_ca_key,
             self.root,
@@ -220,7 +220,7 @@ class SyntheticPki:
             x509.ObjectIdentifier(SGX_EXTENSIONS_OID),
             sgx_extension(fmspc=FMSPC, components=TCB_COMPONENTS, pcesvn=PCESVN),
         )
-        self.pck = _cert(
+        self.pck = issue_cert(
             "Escalade TEST SGX PCK Certificate",
             self.pck_key,
             self.pck_ca,
@@ -230,7 +230,7 @@ class SyntheticPki:
             extra=[extension],
         )
         self.tcb_key = ec.generate_private_key(ec.SECP256R1())
-        self.tcb_signer = _cert(
+        self.tcb_signer = issue_cert(
             "Escalade TEST SGX TCB Signing",
             self.tcb_key,
             self.root,
@@ -264,7 +264,7 @@ class SyntheticPki:
             report_data=report_data,
             attributes_flags=flags,
         )
-        signature = _raw_signature(self.attestation_key, header + body)
+        signature = raw_signature(self.attestation_key, header + body)
         attestation_key = _raw_public(self.attestation_key)
         auth_data = bytes(range(32))
         qe_report = report_body(
@@ -275,8 +275,8 @@ class SyntheticPki:
             report_data=hashlib.sha256(attestation_key + auth_data).digest(),
             attributes_flags=0x11,
         )
-        qe_signature = _raw_signature(self.pck_key, qe_report)
-        chain = _pem(self.pck, self.pck_ca, self.root).encode()
+        qe_signature = raw_signature(self.pck_key, qe_report)
+        chain = pem_chain(self.pck, self.pck_ca, self.root).encode()
         signature_data = (
             signature
             + attestation_key
@@ -344,17 +344,17 @@ class SyntheticPki:
         )
         revoked = [self.pck.serial_number] if self.revoke_pck else []
         return {
-            "pck_crl_issuer_chain": _pem(self.pck_ca, self.root),
-            "root_ca_crl": _crl(self.root, self.root_key, [], now)
+            "pck_crl_issuer_chain": pem_chain(self.pck_ca, self.root),
+            "root_ca_crl": make_crl(self.root, self.root_key, [], now)
             .public_bytes(serialization.Encoding.DER)
             .hex(),
-            "pck_crl": _crl(self.pck_ca, self.pck_ca_key, revoked, now)
+            "pck_crl": make_crl(self.pck_ca, self.pck_ca_key, revoked, now)
             .public_bytes(serialization.Encoding.DER)
             .hex(),
-            "tcb_info_issuer_chain": _pem(self.tcb_signer, self.root),
+            "tcb_info_issuer_chain": pem_chain(self.tcb_signer, self.root),
             "tcb_info": tcb_info,
-            "tcb_info_signature": _raw_signature(self.tcb_key, tcb_info.encode()).hex(),
-            "qe_identity_issuer_chain": _pem(self.tcb_signer, self.root),
+            "tcb_info_signature": raw_signature(self.tcb_key, tcb_info.encode()).hex(),
+            "qe_identity_issuer_chain": pem_chain(self.tcb_signer, self.root),
             "qe_identity": qe_identity,
-            "qe_identity_signature": _raw_signature(self.tcb_key, qe_identity.encode()).hex(),
+            "qe_identity_signature": raw_signature(self.tcb_key, qe_identity.encode()).hex(),
         }

@@ -13,16 +13,14 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from dcap_synth import issue_cert, make_crl, pem_chain, raw_signature
 
 from attestation.dcap import (
     Collateral,
@@ -395,26 +393,10 @@ def test_unsupported_fields_are_named() -> None:
 # --- trust anchor ---
 
 
-def _self_signed(
-    name: str, key: ec.EllipticCurvePrivateKey, *, ca: bool = True
-) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-
-
 @pytest.mark.parametrize("name", SAMPLES)
 def test_wrong_root_ca(name: str) -> None:
-    fake_root = _self_signed("Intel SGX Root CA", ec.generate_private_key(ec.SECP256R1()))
+    fake_key = ec.generate_private_key(ec.SECP256R1())
+    fake_root = issue_cert("Intel SGX Root CA", fake_key, None, fake_key, ca=True, now=NOW)
     v = verify_quote(_quote_bytes(name), now=NOW, collateral=_collateral(name), root_ca=fake_root)
     assert not v.crypto_ok
     assert {"pck_chain", "tcb_info_chain", "qe_identity_chain", "root_ca_crl"} <= _checks(v)
@@ -440,7 +422,7 @@ def test_collateral_from_json_errors() -> None:
         Collateral.from_json([])  # type: ignore[arg-type]
 
 
-def test_collateral_accepts_pem_crl() -> None:
+def test_collateral_accepts_pem_crl_der() -> None:
     obj = _collateral_json("sgx_v3")
     crl = x509.load_der_x509_crl(bytes.fromhex(str(obj["root_ca_crl"])))
     pem = crl.public_bytes(Encoding.PEM).decode()
@@ -464,57 +446,14 @@ def test_tampered_collateral_documents() -> None:
 # --- synthetic PKI: revocation, mismatches, TCB convergence ---
 
 
-def _issue(
-    name: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool,
-    extra: x509.ExtensionType | None = None,
-) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if extra is not None:
-        builder = builder.add_extension(extra, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _crl(
-    issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, revoked: tuple[int, ...] = ()
+def _crl_der(
+    issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, revoked: tuple[int, ...]
 ) -> bytes:
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer.subject)
-        .last_update(NOW - timedelta(days=1))
-        .next_update(NOW + timedelta(days=10))
-    )
-    for serial in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW).build()
-        )
-    return builder.sign(key, hashes.SHA256()).public_bytes(Encoding.DER)
-
-
-def _raw_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def _pem(*certs: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(Encoding.PEM) for c in certs)
+    return make_crl(issuer, key, list(revoked), NOW).public_bytes(Encoding.DER)
 
 
 @dataclass
-class SyntheticPki:
+class ResignedSamplePki:
     root: x509.Certificate
     root_key: ec.EllipticCurvePrivateKey
     ca: x509.Certificate
@@ -536,16 +475,16 @@ class SyntheticPki:
     ) -> Collateral:
         tcb_text = tcb_info if tcb_info is not None else self.base.tcb_info
         qe_text = qe_identity if qe_identity is not None else self.base.qe_identity
-        chain = _pem(self.signer, self.root).decode()
+        chain = pem_chain(self.signer, self.root)
         return Collateral(
-            pck_crl=_crl(self.ca, pck_crl_key or self.ca_key, pck_revoked),
-            pck_crl_issuer_chain=_pem(self.ca, self.root).decode(),
-            root_ca_crl=_crl(self.root, self.root_key, root_revoked),
+            pck_crl=_crl_der(self.ca, pck_crl_key or self.ca_key, pck_revoked),
+            pck_crl_issuer_chain=pem_chain(self.ca, self.root),
+            root_ca_crl=_crl_der(self.root, self.root_key, root_revoked),
             tcb_info=tcb_text,
-            tcb_info_signature=_raw_sign(self.signer_key, tcb_text.encode()),
+            tcb_info_signature=raw_signature(self.signer_key, tcb_text.encode()),
             tcb_info_issuer_chain=chain,
             qe_identity=qe_text,
-            qe_identity_signature=_raw_sign(self.signer_key, qe_text.encode()),
+            qe_identity_signature=raw_signature(self.signer_key, qe_text.encode()),
             qe_identity_issuer_chain=chain,
         )
 
@@ -554,7 +493,7 @@ class SyntheticPki:
 
 
 @pytest.fixture(scope="module")
-def pki() -> SyntheticPki:
+def pki() -> ResignedSamplePki:
     raw = _quote_bytes("sgx_v3")
     q = parse_quote(raw)
     real_leaf = parse_pem_chain(q.pck_chain_pem)[0]
@@ -564,30 +503,32 @@ def pki() -> SyntheticPki:
     root_key, ca_key, leaf_key, signer_key = (
         ec.generate_private_key(ec.SECP256R1()) for _ in range(4)
     )
-    root = _self_signed("Test SGX Root CA", root_key)
-    ca = _issue("Test SGX PCK Processor CA", ca_key, root, root_key, ca=True)
-    leaf = _issue("Test SGX PCK Certificate", leaf_key, ca, ca_key, ca=False, extra=sgx_ext)
-    signer = _issue("Test SGX TCB Signing", signer_key, root, root_key, ca=False)
+    root = issue_cert("Test SGX Root CA", root_key, None, root_key, ca=True, now=NOW)
+    ca = issue_cert("Test SGX PCK Processor CA", ca_key, root, root_key, ca=True, now=NOW)
+    leaf = issue_cert(
+        "Test SGX PCK Certificate", leaf_key, ca, ca_key, ca=False, now=NOW, extra=[sgx_ext]
+    )
+    signer = issue_cert("Test SGX TCB Signing", signer_key, root, root_key, ca=False, now=NOW)
     # Re-issue the v3 signature data with the new chain and a QE report signed by the new PCK
     # key; the quote signature and QE binding are untouched.
-    pem = _pem(leaf, ca, root) + b"\x00"
+    pem = pem_chain(leaf, ca, root).encode() + b"\x00"
     sig_data = (
         q.signature
         + q.attestation_key
         + q.qe_report_raw
-        + _raw_sign(leaf_key, q.qe_report_raw)
+        + raw_signature(leaf_key, q.qe_report_raw)
         + struct.pack("<H", len(q.qe_auth_data))
         + q.qe_auth_data
         + struct.pack("<HI", 5, len(pem))
         + pem
     )
     quote = q.signed_region + struct.pack("<I", len(sig_data)) + sig_data
-    return SyntheticPki(
+    return ResignedSamplePki(
         root, root_key, ca, ca_key, leaf, signer, signer_key, quote, _collateral("sgx_v3")
     )
 
 
-def test_synthetic_pki_baseline(pki: SyntheticPki) -> None:
+def test_synthetic_pki_baseline(pki: ResignedSamplePki) -> None:
     v = pki.verify(pki.collateral())
     assert v.failures == ()
     assert v.tcb_status == "ConfigurationAndSWHardeningNeeded"
@@ -595,22 +536,22 @@ def test_synthetic_pki_baseline(pki: SyntheticPki) -> None:
     assert _checks(verify_quote(pki.quote, now=NOW)) == {"pck_chain"}
 
 
-def test_revoked_pck_leaf(pki: SyntheticPki) -> None:
+def test_revoked_pck_leaf(pki: ResignedSamplePki) -> None:
     v = pki.verify(pki.collateral(pck_revoked=(pki.leaf.serial_number,)))
     assert _checks(v) == {"pck_revoked"}
 
 
-def test_revoked_pck_ca(pki: SyntheticPki) -> None:
+def test_revoked_pck_ca(pki: ResignedSamplePki) -> None:
     v = pki.verify(pki.collateral(root_revoked=(pki.ca.serial_number,)))
     assert _checks(v) == {"pck_ca_revoked"}
 
 
-def test_revoked_tcb_signer(pki: SyntheticPki) -> None:
+def test_revoked_tcb_signer(pki: ResignedSamplePki) -> None:
     v = pki.verify(pki.collateral(root_revoked=(pki.signer.serial_number,)))
     assert _checks(v) == {"tcb_info_chain", "qe_identity_chain"}
 
 
-def test_pck_crl_signed_by_someone_else(pki: SyntheticPki) -> None:
+def test_pck_crl_signed_by_someone_else(pki: ResignedSamplePki) -> None:
     v = pki.verify(pki.collateral(pck_crl_key=ec.generate_private_key(ec.SECP256R1())))
     assert _checks(v) == {"pck_crl"}
 
@@ -621,14 +562,14 @@ def _edit_json(text: str, edit: Callable[[dict[str, object]], None]) -> str:
     return json.dumps(obj)
 
 
-def test_fmspc_mismatch(pki: SyntheticPki) -> None:
+def test_fmspc_mismatch(pki: ResignedSamplePki) -> None:
     tcb = _edit_json(pki.base.tcb_info, lambda o: o.update(fmspc="00A067110001"))
     v = pki.verify(pki.collateral(tcb_info=tcb))
     assert _checks(v) == {"fmspc_mismatch"}
     assert v.tcb_status == "Unknown"
 
 
-def test_tcb_level_not_found(pki: SyntheticPki) -> None:
+def test_tcb_level_not_found(pki: ResignedSamplePki) -> None:
     def raise_pcesvn(o: dict[str, object]) -> None:
         levels = o["tcbLevels"]
         assert isinstance(levels, list)
@@ -640,13 +581,13 @@ def test_tcb_level_not_found(pki: SyntheticPki) -> None:
     assert v.tcb_status == "Unknown"
 
 
-def test_qe_identity_mismatch(pki: SyntheticPki) -> None:
+def test_qe_identity_mismatch(pki: ResignedSamplePki) -> None:
     qe = _edit_json(pki.base.qe_identity, lambda o: o.update(mrsigner="00" * 32))
     v = pki.verify(pki.collateral(qe_identity=qe))
     assert _checks(v) == {"qe_identity_mismatch"}
 
 
-def test_qe_out_of_date_converges_with_platform(pki: SyntheticPki) -> None:
+def test_qe_out_of_date_converges_with_platform(pki: ResignedSamplePki) -> None:
     # QE ISVSVN is 10: make 11 the UpToDate level so the QE lands on OutOfDate.
     def bump(o: dict[str, object]) -> None:
         o["tcbLevels"] = [
@@ -665,7 +606,7 @@ def test_qe_out_of_date_converges_with_platform(pki: SyntheticPki) -> None:
     assert v.advisory_ids == ("INTEL-SA-00289", "INTEL-SA-00615", "INTEL-SA-99999")
 
 
-def test_tcb_info_v2_is_understood(pki: SyntheticPki) -> None:
+def test_tcb_info_v2_is_understood(pki: ResignedSamplePki) -> None:
     def to_v2(o: dict[str, object]) -> None:
         o["version"] = 2
         o.pop("id")
