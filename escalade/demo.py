@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict
 
 from escalade.procs import Service, agent_command, enroll_agent, hub_command, service
 from escalade_protocol.artifacts import ModelManifest, load_manifest, verified_path
-from escalade_protocol.messages import AttestationSummary, InferRequest, InferResponse
+from escalade_protocol.messages import (
+    AnswerReason,
+    AttestationSummary,
+    InferRequest,
+    InferResponse,
+    Route,
+)
+
+_HUB_REFUSALS = frozenset({AnswerReason.HUB_REJECTED, AnswerReason.DEVICE_REFUSED})
 
 Progress = Callable[[str, int, int], None]
 
@@ -108,7 +116,7 @@ def summarize(
 
     escalated = [o for o in cascade if o.response.source == "hub"]
     local = [o for o in cascade if o.response.source == "local"]
-    rejected = sum(o.response.reason.startswith("hub_rejected") for o in [*cascade, *hub_only])
+    rejected = sum(o.response.reason in _HUB_REFUSALS for o in [*cascade, *hub_only])
     sent = [o.response.escalation_bytes for o in escalated if o.response.escalation_bytes]
     verdicts = [o.response.attestation for o in [*cascade, *hub_only] if o.response.attestation]
     return DemoReport(
@@ -147,7 +155,7 @@ def _raw_envelope_bytes(manifest: ModelManifest, sent: list[int]) -> int:
 
 
 async def infer(
-    http: aiohttp.ClientSession, agent_url: str, features: npt.NDArray[np.float32], route: str
+    http: aiohttp.ClientSession, agent_url: str, features: npt.NDArray[np.float32], route: Route
 ) -> Outcome:
     request = InferRequest(input=[float(v) for v in features], route=route)
     loop = asyncio.get_running_loop()
@@ -169,7 +177,7 @@ async def _replay(
     *,
     agent: Service,
     X: npt.NDArray[np.float32],
-    route: str,
+    route: Route,
     label: str,
     progress: Progress,
 ) -> list[Outcome]:

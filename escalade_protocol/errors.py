@@ -33,6 +33,15 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     INTERNAL = "internal"
+    RATE_LIMITED = "rate_limited"
+    # The agent's local API.
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    NOT_READY = "not_ready"
+    OUT_OF_DOMAIN = "out_of_domain"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -59,6 +68,15 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_MODEL: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN_ORIGIN: 403,
+    ErrorCode.NOT_READY: 503,
+    # The input lies outside the model bundle's input domain (agent configured to refuse).
+    ErrorCode.OUT_OF_DOMAIN: 422,
 }
 
 

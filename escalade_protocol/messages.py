@@ -6,6 +6,7 @@ Binary values travel as lowercase hex. The escalation itself is binary (see `env
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
@@ -87,7 +88,46 @@ Route = Literal["auto", "local", "hub"]
 Source = Literal["local", "hub"]
 
 
+class AnswerPath(StrEnum):
+    """Where an answer came from: the local head by choice, the hub, or the local head because
+    the escalation the router wanted could not happen."""
+
+    LOCAL = "local"
+    ESCALATED = "escalated"
+    DEGRADED = "degraded"
+
+
+class AnswerReason(StrEnum):
+    """Why an answer took its path: the router's reason, or why escalation was impossible."""
+
+    # local by choice
+    CONFIDENT = "confident"
+    FORCED_LOCAL = "forced_local"
+    # escalated
+    UNCERTAIN = "uncertain"
+    EXPLORE = "explore"
+    FORCED_HUB = "forced_hub"
+    # degraded: the router wanted the hub and could not have it
+    BUDGET_MINUTE = "budget_minute"
+    BUDGET_DAY = "budget_day"
+    LATENCY_BUDGET = "latency_budget"
+    HUB_UNREACHABLE = "hub_unreachable"
+    HUB_TIMEOUT = "hub_timeout"
+    ATTESTATION_REFUSED = "attestation_refused"
+    MODEL_MISMATCH = "model_mismatch"
+    DEVICE_REFUSED = "device_refused"
+    HUB_REJECTED = "hub_rejected"
+    HUB_RATE_LIMITED = "hub_rate_limited"
+    BAD_ANSWER = "bad_answer"
+    # the agent's own check of the embedding against the bundle's bands (would be refused)
+    EMBEDDING_OUT_OF_BAND = "embedding_out_of_band"
+    # the input lies outside the bundle's input domain
+    OUT_OF_DOMAIN = "out_of_domain"
+
+
 class InferRequest(Message):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
     input: list[float] = Field(min_length=1, max_length=1 << 20)
     # auto: the router decides; local / hub force a path (diagnostics, benchmarks).
     route: Route = "auto"
@@ -103,25 +143,51 @@ class AttestationSummary(Message):
 class InferResponse(Message):
     label: int
     source: Source
-    # why the router chose this path: confident, uncertain, forced_local, forced_hub,
-    # or why escalation was impossible (hub_unreachable, attestation_refused, hub_rejected:CODE)
-    reason: str
+    path: AnswerPath
+    reason: AnswerReason
+    # The hub's error code when it refused the escalation (reason hub_rejected / device_refused).
+    hub_error: ErrorCode | None = None
+    # The probability of the answer given (the hub's on hub answers, the local head's otherwise).
+    confidence: float
     # The routing signal (max probability unless the bundle says otherwise) and the threshold
     # it was compared with; the router adapts the threshold as inputs drift.
-    confidence: float
+    signal: float
     threshold: float | None = None
     local_label: int
     hub_label: int | None = None
     probabilities: list[float]
+    # The input lies outside the bundle's input domain: the answer is not to be trusted.
+    out_of_domain: bool = False
     model_id: str
     model_version: int
     attestation: AttestationSummary | None = None
     escalation_bytes: int | None = None
     latency_ms: float
+    # The outcome record's id in the agent's outbox (delivered to the hub later).
+    record_id: uuid.UUID | None = None
+
+
+class HealthReason(StrEnum):
+    """Why the agent is degraded (it still answers, locally)."""
+
+    NOT_READY = "not_ready"
+    HUB_UNREACHABLE = "hub_unreachable"
+    HUB_TIMEOUT = "hub_timeout"
+    ATTESTATION_REFUSED = "attestation_refused"
+    MODEL_MISMATCH = "model_mismatch"
+    DEVICE_REFUSED = "device_refused"
+    HUB_REJECTED = "hub_rejected"
+    HUB_RATE_LIMITED = "hub_rate_limited"
+    NOT_ATTESTED = "not_attested"
 
 
 class AgentHealth(Message):
     status: Literal["ok", "degraded"]
+    reasons: list[HealthReason] = Field(default_factory=list)
+    # The hub's error code behind device_refused / hub_rejected, when there is one.
+    hub_error: ErrorCode | None = None
+    breaker: Literal["closed", "open", "half_open"] = "closed"
+    ready: bool = True
     device_id: uuid.UUID
     profile: str
     providers: list[str]
@@ -129,4 +195,6 @@ class AgentHealth(Message):
     model_version: int
     hub_url: str
     hub_attestation: AttestationSummary | None
+    outbox_depth: int = 0
+    outbox_dropped: int = 0
     detail: str
