@@ -1,56 +1,67 @@
 """Talking to a hub: attest it, then send sealed envelopes and check its signed answers.
 
-No escalation happens without an appraisal that allows it: the first escalation attests the
-hub with a fresh nonce, and the client attests again when the hub says its key changed or the
-last appraisal is older than `attestation_ttl_s`. Connection failures open a short circuit
-breaker so that a dead hub costs the application nothing but a local answer.
+No escalation happens without an attestation bundle that `check_bundle` trusts: the client
+attests with a fresh nonce before the first escalation, again when the hub says its key changed
+(``unknown_hub_key``) and when the last appraisal is older than `attestation_ttl_s`.
+
+A circuit breaker (`edge_agent.breaker`) sits in front of every call. It opens when the hub is
+unreachable or slow, answers 5xx or 429, refuses attestation, or refuses this device (unknown,
+revoked, quarantined): then the application gets a local answer at once, labelled degraded, and
+one probe at a time finds out when the hub is back. An embedding the hub refuses is that
+input's problem, not the hub's: it does not open the breaker.
+
+The clock and the transport are injected, so the breaker, the TTL and re-attestation are
+tested directly without sleeping or a network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from attestation import AppraisalPolicy, AttestationBundle, Verdict, appraise, report_data
+from attestation import AppraisalPolicy, AttestationBundle, Verdict
 from attestation.binding import NONCE_SIZE
-from edge_agent.errors import AttestationRefused, HubUnavailable
+from edge_agent.breaker import Breaker, BreakerState
+from edge_agent.bundle_check import BundleCheck, HubKeys, check_bundle
+from edge_agent.errors import AttestationRefused, HubUnavailable, TransportError
 from edge_agent.identity import DeviceIdentity
+from edge_agent.transport import Reply, Transport
 from escalade_protocol import envelope
 from escalade_protocol.answer import Answer, request_digest, verify_answer
 from escalade_protocol.artifacts import ModelManifest
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.keys import (
-    Ed25519PublicKey,
-    X25519PublicKey,
-    hub_key_id,
-    load_ed25519_public,
-    load_x25519_public,
-)
-from escalade_protocol.messages import AttestationRequest, ErrorBody
+from escalade_protocol.messages import AnswerReason, AttestationRequest, ErrorBody
 from escalade_protocol.tensor import Tensor
 
+log = logging.getLogger("edge_agent.hub")
+
 ENVELOPE_CONTENT_TYPE = "application/vnd.escalade.envelope"
-_DEVICE_REFUSALS = frozenset(
-    f"hub_rejected:{code.value}"
-    for code in (ErrorCode.DEVICE_QUARANTINED, ErrorCode.DEVICE_REVOKED)
+Clock = Callable[[], float]
+
+# Hub refusals that say "this device may not escalate": the hub is fine, the device is not.
+DEVICE_REFUSALS = frozenset(
+    {ErrorCode.UNKNOWN_DEVICE, ErrorCode.DEVICE_REVOKED, ErrorCode.DEVICE_QUARANTINED}
 )
 
 
 @dataclass(frozen=True, slots=True)
 class AttestedHub:
-    key_id: bytes
-    encryption_key: X25519PublicKey
-    signing_key: Ed25519PublicKey
+    keys: HubKeys
     verdict: Verdict
     attested_at: float
+
+    @property
+    def key_id(self) -> bytes:
+        return self.keys.key_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,106 +71,139 @@ class EscalationResult:
     bytes_sent: int
 
 
+@dataclass(frozen=True, slots=True)
+class HubStatus:
+    """What `/v1/health` and `/metrics` say about the hub."""
+
+    breaker: BreakerState
+    attested: bool
+    last_verdict: Verdict | None
+    # The last failure that opened the breaker, with the hub's code; None once it closed.
+    failure: AnswerReason | None
+    failure_code: ErrorCode | None
+    failure_detail: str
+
+
 class HubClient:
     def __init__(
         self,
-        http: aiohttp.ClientSession,
+        transport: Transport,
         *,
-        base_url: str,
         identity: DeviceIdentity,
         manifest: ModelManifest,
         policy: AppraisalPolicy,
         attestation_ttl_s: float = 3600.0,
         timeout_s: float = 5.0,
-        breaker_cooldown_s: float = 5.0,
+        breaker_cooldown_s: float = 0.25,
+        breaker_max_cooldown_s: float = 5.0,
+        clock: Clock = time.monotonic,
+        nonce: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_SIZE),
     ) -> None:
-        self._http = http
-        self._base = base_url.rstrip("/")
+        self._transport = transport
         self._identity = identity
         self._manifest = manifest
         self._policy = policy
         self._ttl = attestation_ttl_s
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._cooldown = breaker_cooldown_s
+        self._timeout = timeout_s
+        self._clock = clock
+        self._nonce = nonce
+        self._breaker = Breaker(
+            cooldown_s=breaker_cooldown_s,
+            max_cooldown_s=breaker_max_cooldown_s,
+            probe_lease_s=timeout_s,
+        )
         self._hub: AttestedHub | None = None
-        self._last_verdict: Verdict | None = None
-        # Set while the hub refuses this device itself (quarantined, revoked), for /v1/health.
-        self.device_refusal: str | None = None
+        self._last_check: BundleCheck | None = None
+        self._failure: HubUnavailable | None = None
+        # Set while the hub refuses this device itself (unknown, revoked, quarantined); cleared
+        # by the next call the hub accepts from this device (escalation or device report).
+        self.device_refusal: HubUnavailable | None = None
         self._attest_lock = asyncio.Lock()
-        self._down_until = 0.0
         # Sequence numbers start from the clock so they keep rising across restarts.
         self._seq = time.time_ns() // 1000
 
+    # --- what the rest of the agent reads ----------------------------------------------------
+
     @property
     def hub_up(self) -> bool:
-        """False while the circuit breaker is open after the hub could not be reached."""
-        return time.monotonic() >= self._down_until
+        """False while the breaker refuses requests (open, or half-open with a probe out)."""
+        return self._breaker.allows(self._clock())
 
     @property
     def last_verdict(self) -> Verdict | None:
-        return self._last_verdict
+        return self._last_check.verdict if self._last_check is not None else None
+
+    @property
+    def attested(self) -> AttestedHub | None:
+        hub = self._hub
+        if hub is not None and self._clock() - hub.attested_at > self._ttl:
+            return None
+        return hub
+
+    def status(self) -> HubStatus:
+        failure = self._failure
+        return HubStatus(
+            breaker=self._breaker.state(self._clock()),
+            attested=self.attested is not None,
+            last_verdict=self.last_verdict,
+            failure=failure.reason if failure is not None else None,
+            failure_code=failure.code if failure is not None else None,
+            failure_detail=str(failure) if failure is not None else "",
+        )
+
+    def retry_in(self) -> float:
+        return self._breaker.retry_in(self._clock())
+
+    # --- attestation -------------------------------------------------------------------------
 
     async def attest(self) -> AttestedHub:
-        """Fetch fresh evidence for a new nonce and appraise it; raise if it is refused."""
-        nonce = secrets.token_bytes(NONCE_SIZE)
-        body = AttestationRequest(nonce=nonce).model_dump_json()
-        raw = await self._post("/v1/attestation", body.encode(), "application/json")
+        """Fetch evidence for a fresh nonce and check it; raise `AttestationRefused` if refused."""
+        nonce = self._nonce()
+        body = AttestationRequest(nonce=nonce).model_dump_json().encode()
+        raw = await self._call("/v1/attestation", body, "application/json")
         try:
             bundle = AttestationBundle.model_validate_json(raw)
-        except ValidationError as exc:
-            raise HubUnavailable("attestation_refused", f"malformed evidence: {exc}") from exc
-        if bundle.nonce != nonce:
-            raise HubUnavailable("attestation_refused", "hub answered another nonce")
-        if bundle.hub_key_id != hub_key_id(bundle.encryption_key, bundle.signing_key):
-            raise HubUnavailable("attestation_refused", "hub key id does not match its keys")
-        verdict = appraise(
-            bundle.evidence,
-            expected_report_data=report_data(
-                encryption_key=bundle.encryption_key, signing_key=bundle.signing_key, nonce=nonce
-            ),
-            policy=self._policy,
-        )
-        self._last_verdict = verdict
-        if not verdict.allows_escalation:
-            raise AttestationRefused(verdict)
-        m = self._manifest
-        if (bundle.model.model_id, bundle.model.model_version) != (m.model_id, m.model_version):
-            raise HubUnavailable(
-                "model_mismatch",
-                f"hub serves {bundle.model.model_id} v{bundle.model.model_version}, "
-                f"this device runs {m.model_id} v{m.model_version}",
-            )
-        return AttestedHub(
-            key_id=bundle.hub_key_id,
-            encryption_key=load_x25519_public(bundle.encryption_key),
-            signing_key=load_ed25519_public(bundle.signing_key),
-            verdict=verdict,
-            attested_at=time.monotonic(),
-        )
+        except ValidationError:
+            failure = HubUnavailable(AnswerReason.ATTESTATION_REFUSED, "hub sent bad evidence")
+            raise self._failed(failure) from None
+        check = check_bundle(bundle, nonce=nonce, policy=self._policy, manifest=self._manifest)
+        self._last_check = check
+        if not check.trusted or check.keys is None or check.verdict is None:
+            raise self._failed(AttestationRefused(check))
+        hub = AttestedHub(keys=check.keys, verdict=check.verdict, attested_at=self._clock())
+        log.info("hub attested: key %s, %s", hub.key_id.hex()[:16], check.verdict.summary())
+        return hub
 
     async def _attested(self, *, refresh: bool = False) -> AttestedHub:
         async with self._attest_lock:
-            hub = self._hub
-            if refresh or hub is None or time.monotonic() - hub.attested_at > self._ttl:
+            hub = None if refresh else self.attested
+            if hub is None:
                 self._hub = None
                 hub = self._hub = await self.attest()
             return hub
 
+    async def ensure_attested(self) -> AttestedHub:
+        """Attest now unless a fresh appraisal is at hand (start-up, background probes)."""
+        self._admit()
+        return await self._attested()
+
+    # --- escalation --------------------------------------------------------------------------
+
     async def escalate(self, embedding: npt.NDArray[np.float32]) -> EscalationResult:
-        if time.monotonic() < self._down_until:
-            raise HubUnavailable("hub_unreachable", "hub is in circuit-breaker cooldown")
+        self._admit()
         hub = await self._attested()
         try:
             try:
                 result = await self._send(hub, embedding)
             except HubUnavailable as exc:
-                if exc.reason != f"hub_rejected:{ErrorCode.UNKNOWN_HUB_KEY.value}":
+                if exc.code is not ErrorCode.UNKNOWN_HUB_KEY:
                     raise
-                # The hub restarted with new keys: appraise the new identity, then retry once.
+                # The hub restarted with new keys: appraise its new identity, then retry once.
+                log.info("hub key changed: attesting again")
                 result = await self._send(await self._attested(refresh=True), embedding)
         except HubUnavailable as exc:
-            if exc.reason in _DEVICE_REFUSALS:
-                self.device_refusal = exc.reason.removeprefix("hub_rejected:")
+            if exc.reason is AnswerReason.DEVICE_REFUSED:
+                self.device_refusal = exc
             raise
         self.device_refusal = None
         return result
@@ -178,37 +222,93 @@ class HubClient:
         )
         payload = Tensor.from_numpy(embedding, m.wire_dtype)
         sealed = envelope.seal(
-            header, payload, device_key=self._identity.key, hub_key=hub.encryption_key
+            header, payload, device_key=self._identity.key, hub_key=hub.keys.encryption_key
         )
-        raw = await self._post("/v1/escalate", sealed, ENVELOPE_CONTENT_TYPE)
+        raw = await self._call("/v1/escalate", sealed, ENVELOPE_CONTENT_TYPE)
         try:
-            answer = verify_answer(raw, hub.signing_key, expected_digest=request_digest(sealed))
+            answer = verify_answer(
+                raw, hub.keys.signing_key, expected_digest=request_digest(sealed)
+            )
         except ProtocolError as exc:
-            raise HubUnavailable("bad_answer", f"hub answer rejected: {exc}") from exc
+            failure = HubUnavailable(AnswerReason.BAD_ANSWER, f"hub answer rejected: {exc}")
+            raise self._failed(failure) from None
         return EscalationResult(answer=answer, verdict=hub.verdict, bytes_sent=len(sealed))
 
-    async def _post(self, path: str, data: bytes, content_type: str) -> bytes:
-        try:
-            async with self._http.post(
-                self._base + path,
-                data=data,
-                headers={"Content-Type": content_type},
-                timeout=self._timeout,
-            ) as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise _rejection(response.status, body)
-                return body
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._down_until = time.monotonic() + self._cooldown
+    async def post(self, path: str, body: bytes, content_type: str) -> bytes:
+        """A signed device call besides escalation (device reports), through the same breaker."""
+        self._admit()
+        raw = await self._call(path, body, content_type)
+        self.device_refusal = None
+        return raw
+
+    # --- the breaker around every call -------------------------------------------------------
+
+    def _admit(self) -> None:
+        allowed, self._breaker = self._breaker.admit(self._clock())
+        if not allowed:
+            failure = self._failure
             raise HubUnavailable(
-                "hub_unreachable", f"hub at {self._base} unreachable: {exc!r}"
-            ) from exc
+                failure.reason if failure is not None else AnswerReason.HUB_UNREACHABLE,
+                f"hub calls paused for {self.retry_in():.2f} s after: {failure}",
+                code=failure.code if failure is not None else None,
+            )
+
+    def _failed(self, exc: HubUnavailable) -> HubUnavailable:
+        """Record a failure that opens the breaker; the caller raises what this returns."""
+        self._breaker = self._breaker.failed(self._clock())
+        if self._failure is None or self._failure.reason is not exc.reason:
+            log.warning("hub unusable (%s): %s; answering locally", exc.reason.value, exc)
+        self._failure = exc
+        return exc
+
+    def _succeeded(self) -> None:
+        if self._failure is not None:
+            log.info("hub usable again after %s", self._failure.reason.value)
+        self._failure = None
+        self._breaker = self._breaker.succeeded()
+
+    async def _call(self, path: str, body: bytes, content_type: str) -> bytes:
+        try:
+            reply = await self._transport.post(
+                path, body, content_type=content_type, timeout_s=self._timeout
+            )
+        except TransportError as exc:
+            reason = AnswerReason.HUB_TIMEOUT if exc.timeout else AnswerReason.HUB_UNREACHABLE
+            raise self._failed(HubUnavailable(reason, str(exc))) from None
+        if reply.status < 400:
+            self._succeeded()
+            return reply.body
+        refusal = _refusal(reply)
+        if refusal.reason is AnswerReason.HUB_REJECTED and refusal.code not in (
+            None,
+            ErrorCode.INTERNAL,
+        ):
+            # The hub is up and refused this one request (bad embedding, stale key): the
+            # breaker stays as it is; the caller decides what to do.
+            self._succeeded()
+            log.info("hub refused a request: %s", refusal)
+            raise refusal
+        raise self._failed(refusal)
 
 
-def _rejection(status: int, body: bytes) -> HubUnavailable:
+def _refusal(reply: Reply) -> HubUnavailable:
     try:
-        error = ErrorBody.model_validate_json(body)
+        error = ErrorBody.model_validate_json(reply.body)
     except ValueError:
-        return HubUnavailable(f"hub_rejected:http_{status}", f"hub answered HTTP {status}")
-    return HubUnavailable(f"hub_rejected:{error.code.value}", error.message)
+        reason = AnswerReason.HUB_UNREACHABLE if reply.status >= 500 else AnswerReason.HUB_REJECTED
+        return HubUnavailable(reason, f"hub answered HTTP {reply.status}")
+    code = error.code
+    if code in DEVICE_REFUSALS:
+        return HubUnavailable(
+            AnswerReason.DEVICE_REFUSED, f"hub refuses this device: {error.message}", code=code
+        )
+    if code is ErrorCode.RATE_LIMITED:
+        return HubUnavailable(AnswerReason.HUB_RATE_LIMITED, error.message, code=code)
+    if reply.status >= 500:
+        return HubUnavailable(
+            AnswerReason.HUB_UNREACHABLE, f"hub failed ({code.value}): {error.message}", code=code
+        )
+    return HubUnavailable(AnswerReason.HUB_REJECTED, f"{code.value}: {error.message}", code=code)
+
+
+__all__ = ["AttestationRefused", "AttestedHub", "EscalationResult", "HubClient", "HubStatus"]
