@@ -1,10 +1,25 @@
-"""The agent's local HTTP API for applications: /v1/infer and /v1/health."""
+"""The agent's local HTTP API for applications.
+
+- ``POST /v1/infer`` (the simple form) and the Open Inference Protocol (KServe v2), so any KServe
+  or Triton client works unchanged: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready`` (503
+  until the models are warm; ready while degraded, with the reasons), ``GET /v2/models/{name}``,
+  ``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (JSON tensors and the binary
+  tensor extension). `edge_agent.v2` holds the v2 wire format.
+- ``GET /v1/health``: ok or degraded, with typed reasons; ``GET /metrics``: Prometheus text.
+
+Every answer says where it came from and why (`AnswerPath`, `AnswerReason`), and its outcome
+record is committed to the outbox before it leaves. Requests must be ``application/json`` (or
+the v2 binary type); cross-origin browser requests are refused unless the origin is configured;
+an optional bearer token is compared in constant time.
+"""
 
 from __future__ import annotations
 
-import math
+import hmac
+import logging
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,21 +28,62 @@ import numpy as np
 from aiohttp import web
 
 from attestation import Verdict
+from edge_agent import v2
+from edge_agent.batcher import MicroBatcher
 from edge_agent.config import AgentConfig
+from edge_agent.domain import BundleDomain
 from edge_agent.errors import HubUnavailable
 from edge_agent.hub_client import HubClient
 from edge_agent.identity import DeviceIdentity
+from edge_agent.metrics import AgentMetrics
+from edge_agent.outbox import Outbox
 from edge_agent.profile import FirmwareProfile
-from edge_agent.router import HubAnswered, Routed, RouterState, compute_signals, decide, observe
-from edge_agent.runtime import EdgeRuntime
+from edge_agent.router import (
+    Decision,
+    HubAnswered,
+    Reason,
+    Routed,
+    RouterState,
+    compute_signals,
+    decide,
+    observe,
+)
+from edge_agent.runtime import F32, EdgeRuntime
+from edge_agent.transport import AiohttpTransport
+from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.http import error_middleware, json_response, read_json
+from escalade_protocol.http import Handler, error_response, json_response, read_json
 from escalade_protocol.messages import (
     AgentHealth,
+    AnswerPath,
+    AnswerReason,
     AttestationSummary,
+    ErrorBody,
+    HealthReason,
     InferRequest,
     InferResponse,
+    Route,
 )
+
+log = logging.getLogger("edge_agent.api")
+
+_ROUTER_REASONS = {r: AnswerReason(r.value) for r in Reason if r is not Reason.HUB_DOWN}
+_PATH_CODES = {
+    AnswerPath.LOCAL: OutcomePath.LOCAL,
+    AnswerPath.ESCALATED: OutcomePath.ESCALATED,
+    AnswerPath.DEGRADED: OutcomePath.DEGRADED,
+}
+_HEALTH_REASONS = {
+    AnswerReason.HUB_UNREACHABLE: HealthReason.HUB_UNREACHABLE,
+    AnswerReason.HUB_TIMEOUT: HealthReason.HUB_TIMEOUT,
+    AnswerReason.ATTESTATION_REFUSED: HealthReason.ATTESTATION_REFUSED,
+    AnswerReason.MODEL_MISMATCH: HealthReason.MODEL_MISMATCH,
+    AnswerReason.DEVICE_REFUSED: HealthReason.DEVICE_REFUSED,
+    AnswerReason.HUB_RATE_LIMITED: HealthReason.HUB_RATE_LIMITED,
+    AnswerReason.BAD_ANSWER: HealthReason.HUB_REJECTED,
+    AnswerReason.HUB_REJECTED: HealthReason.HUB_REJECTED,
+}
+JSON_TYPES = frozenset({"application/json"})
 
 
 @dataclass(slots=True)
@@ -38,8 +94,14 @@ class AgentState:
     identity: DeviceIdentity
     # The router's state: replaced (never mutated) after every decision and hub answer.
     router: RouterState
+    domain: BundleDomain
+    outbox: Outbox
+    api_token: bytes | None = None
     rng: random.Random = field(default_factory=random.Random)
-    client: HubClient | None = field(default=None)
+    client: HubClient | None = None
+    batcher: MicroBatcher | None = None
+    metrics: AgentMetrics | None = None
+    ready: bool = False
 
     @property
     def hub_url(self) -> str:
@@ -58,125 +120,326 @@ def summarize(verdict: Verdict) -> AttestationSummary:
     )
 
 
-async def handle_infer(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+_BUDGETS = frozenset(
+    {AnswerReason.BUDGET_MINUTE, AnswerReason.BUDGET_DAY, AnswerReason.LATENCY_BUDGET}
+)
+
+
+def _local_outcome(
+    decision: Decision, client: HubClient, *, out_of_domain: bool
+) -> tuple[AnswerPath, AnswerReason, ErrorCode | None]:
+    """Path and reason of the answer before any escalation (typed, from the router's reason)."""
+    if out_of_domain:
+        return AnswerPath.LOCAL, AnswerReason.OUT_OF_DOMAIN, None
+    if decision.reason is Reason.HUB_DOWN:
+        status = client.status()
+        return (
+            AnswerPath.DEGRADED,
+            status.failure or AnswerReason.HUB_UNREACHABLE,
+            status.failure_code,
+        )
+    reason = _ROUTER_REASONS[decision.reason]
+    return (AnswerPath.DEGRADED if reason in _BUDGETS else AnswerPath.LOCAL), reason, None
+
+
+async def answer(  # noqa: PLR0915 (one request's whole story, read top to bottom)
+    state: AgentState, features: F32, route: Route
+) -> InferResponse:
+    """One input through the local models, the router and perhaps the hub; recorded."""
     started = time.perf_counter()
-    body = await read_json(request, InferRequest)
     manifest = state.runtime.manifest
-    if len(body.input) != manifest.input_dim:
+    if features.shape != (manifest.input_dim,):
         raise ProtocolError(
             ErrorCode.BAD_TENSOR_SHAPE,
-            f"input has {len(body.input)} values, the model takes {manifest.input_dim}",
+            f"input has {features.size} values, the model takes {manifest.input_dim}",
         )
-    features = np.asarray(body.input, dtype=np.float32)
     if not np.isfinite(features).all():
         raise ProtocolError(ErrorCode.NON_FINITE, "input holds NaN or infinite values")
-
-    # The edge models take tens of microseconds: cheaper inline than a thread hop.
-    local = state.runtime.infer(features)
+    domain = state.domain.inputs
+    out_of_domain = domain is not None and not domain.contains(features)
+    if out_of_domain:
+        assert domain is not None
+        if state.config.out_of_domain == "refuse":
+            raise ProtocolError(
+                ErrorCode.OUT_OF_DOMAIN,
+                f"input values lie outside the model's domain [{domain.low:g}, {domain.high:g}]",
+            )
+        features = domain.clip(features)
+    assert state.batcher is not None
+    assert state.client is not None
+    client = state.client
+    local = await state.batcher.infer(features)
     local_label = int(np.argmax(local.probabilities))
-    # The same decision code the cascade benchmark measures (edge_agent/router.py).
     signals = compute_signals(local.probabilities, local.embedding, learned=local.learned)
     now = time.monotonic()
-    assert state.client is not None
     decision = decide(
         state.router,
         signals,
         now=now,
         rng_draw=state.rng.random(),
-        route=body.route,
-        hub_up=state.client.hub_up,
+        route="local" if out_of_domain else route,
+        hub_up=client.hub_up,
     )
-    state.router = observe(state.router, Routed(decision, now))
+    if not out_of_domain:
+        state.router = observe(state.router, Routed(decision, now))
 
-    label, probabilities, source = local_label, local.probabilities, "local"
-    reason: str = decision.reason.value
-    hub_label: int | None = None
-    bytes_sent: int | None = None
+    path, reason, hub_error = _local_outcome(decision, client, out_of_domain=out_of_domain)
+    label, probabilities = local_label, local.probabilities
+    hub_label = bytes_sent = hub_latency_us = None
     verdict = None
-    if decision.escalate:
+    if decision.escalate and state.domain.bands.would_be_refused(local.embedding):
+        # The hub would refuse this embedding and count it against the device: keep it local.
+        path, reason = AnswerPath.DEGRADED, AnswerReason.EMBEDDING_OUT_OF_BAND
+    elif decision.escalate:
         asked = time.perf_counter()
         try:
-            result = await state.client.escalate(local.embedding)
+            result = await client.escalate(local.embedding)
         except HubUnavailable as exc:
-            reason = exc.reason
-            verdict = state.client.last_verdict
+            path, reason, hub_error = AnswerPath.DEGRADED, exc.reason, exc.code
+            verdict = client.last_verdict
         else:
-            answered = HubAnswered(
-                decision,
-                agreed=result.answer.label == local_label,
-                latency_ms=(time.perf_counter() - asked) * 1000.0,
+            latency = time.perf_counter() - asked
+            hub_latency_us = int(latency * 1e6)
+            agreed = result.answer.label == local_label
+            state.router = observe(
+                state.router, HubAnswered(decision, agreed=agreed, latency_ms=latency * 1e3)
             )
-            state.router = observe(state.router, answered)
             verdict = result.verdict
             hub_label = label = result.answer.label
             probabilities = result.answer.probabilities.to_numpy().astype(np.float32)
-            source = "hub"
+            path = AnswerPath.ESCALATED
             bytes_sent = result.bytes_sent
 
-    response = InferResponse(
+    record_id = uuid.uuid4()
+    latency_s = time.perf_counter() - started
+    await state.outbox.add(
+        OutcomeRecord(
+            record_id=record_id,
+            at_ms=time.time_ns() // 1_000_000,
+            model_id=manifest.model_id,
+            model_version=manifest.model_version,
+            path=_PATH_CODES[path],
+            reason=reason.value,
+            local_label=local_label,
+            hub_label=hub_label,
+            signal=decision.confidence,
+            latency_us=int(latency_s * 1e6),
+            hub_latency_us=hub_latency_us,
+            hub_error=hub_error.value if hub_error is not None else "",
+        )
+    )
+    if state.metrics is not None:
+        state.metrics.answered(path, reason, latency_s)
+    return InferResponse(
         label=label,
-        source=source,
+        source="hub" if path is AnswerPath.ESCALATED else "local",
+        path=path,
         reason=reason,
-        confidence=decision.confidence,
-        threshold=decision.threshold if math.isfinite(decision.threshold) else None,
+        hub_error=hub_error,
+        confidence=float(probabilities[label]),
+        signal=decision.confidence,
+        threshold=decision.threshold if np.isfinite(decision.threshold) else None,
         local_label=local_label,
         hub_label=hub_label,
         probabilities=[float(p) for p in probabilities],
+        out_of_domain=out_of_domain,
         model_id=manifest.model_id,
         model_version=manifest.model_version,
         attestation=summarize(verdict) if verdict is not None else None,
         escalation_bytes=bytes_sent,
         latency_ms=(time.perf_counter() - started) * 1000.0,
+        record_id=record_id,
     )
-    return json_response(response)
+
+
+def _require_ready(state: AgentState) -> None:
+    if not state.ready:
+        raise ProtocolError(ErrorCode.NOT_READY, "the agent is starting: models not warm yet")
+
+
+async def handle_infer(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    _require_ready(state)
+    body = await read_json(request, InferRequest)
+    features = np.asarray(body.input, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        features32 = features.astype(np.float32)
+    if np.isfinite(features).all() and not np.isfinite(features32).all():
+        # Beyond float32's range: say so rather than warn about an overflow in the logs.
+        raise ProtocolError(ErrorCode.NON_FINITE, "input values overflow float32")
+    return json_response(await answer(state, features32, body.route))
+
+
+def health(state: AgentState) -> AgentHealth:
+    client = state.client
+    reasons: list[HealthReason] = []
+    hub_error = None
+    verdict = None
+    breaker = "closed"
+    if not state.ready:
+        reasons.append(HealthReason.NOT_READY)
+    if client is not None:
+        status = client.status()
+        verdict = status.last_verdict
+        breaker = status.breaker.value
+        if status.failure is not None:
+            reasons.append(_HEALTH_REASONS.get(status.failure, HealthReason.HUB_REJECTED))
+            hub_error = status.failure_code
+        elif not status.attested and state.ready:
+            reasons.append(HealthReason.NOT_ATTESTED)
+        refusal = client.device_refusal
+        if refusal is not None and HealthReason.DEVICE_REFUSED not in reasons:
+            reasons.append(HealthReason.DEVICE_REFUSED)
+            hub_error = refusal.code
+    detail = ""
+    if client is not None and reasons:
+        status = client.status()
+        detail = status.failure_detail or (
+            str(client.device_refusal) if client.device_refusal else ""
+        )
+        detail = (detail + "; " if detail else "") + "answering locally"
+    return AgentHealth(
+        status="degraded" if reasons else "ok",
+        reasons=reasons,
+        hub_error=hub_error,
+        breaker=breaker,
+        ready=state.ready,
+        device_id=state.identity.device_id,
+        profile=state.profile.name,
+        providers=state.runtime.providers,
+        model_id=state.runtime.manifest.model_id,
+        model_version=state.runtime.manifest.model_version,
+        hub_url=state.hub_url,
+        hub_attestation=summarize(verdict) if verdict else None,
+        outbox_depth=state.outbox.depth,
+        outbox_dropped=state.outbox.dropped,
+        detail=detail,
+    )
 
 
 async def handle_health(request: web.Request) -> web.Response:
+    return json_response(health(request.app[STATE]))
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    verdict = state.client.last_verdict if state.client else None
-    refusal = state.client.device_refusal if state.client else None
-    refused_attestation = verdict is not None and not verdict.allows_escalation
-    degraded = refused_attestation or refusal is not None
-    if refusal is not None:
-        detail = f"the hub refuses this device ({refusal}): answering locally"
-    elif refused_attestation:
-        detail = "hub attestation refused: answering locally"
-    else:
-        detail = ""
-    return json_response(
-        AgentHealth(
-            status="degraded" if degraded else "ok",
-            device_id=state.identity.device_id,
-            profile=state.profile.name,
-            providers=state.runtime.providers,
-            model_id=state.runtime.manifest.model_id,
-            model_version=state.runtime.manifest.model_version,
-            hub_url=state.hub_url,
-            hub_attestation=summarize(verdict) if verdict else None,
-            detail=detail,
+    assert state.metrics is not None
+    body, content_type = state.metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+# --- security and errors -----------------------------------------------------------------------
+
+
+def _security(state: AgentState) -> web.middleware:  # type: ignore[valid-type]
+    allowed = frozenset(state.config.allowed_origins)
+    open_paths = frozenset({"/v2/health/live", "/v2/health/ready"})
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in allowed:
+            # What a browser sends cross-site: refused whatever the method or content type.
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN_ORIGIN, f"origin {origin} may not call this agent"
+            )
+        if state.api_token is not None and request.path not in open_paths:
+            given = request.headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), state.api_token
+            ):
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing or wrong bearer token")
+        if request.method == "POST":
+            allowed_types = v2.CONTENT_TYPES if request.path.startswith("/v2/") else JSON_TYPES
+            binary = v2.HEADER_LENGTH in request.headers and request.path.startswith("/v2/")
+            if request.content_type not in allowed_types and not binary:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                    f"content type {request.content_type} is not accepted; send application/json",
+                )
+        response = await handler(request)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProtocolError as exc:
+        response = error_response(exc)
+        if exc.code is ErrorCode.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    except web.HTTPMethodNotAllowed as exc:
+        response = json_response(
+            ErrorBody(
+                code=ErrorCode.METHOD_NOT_ALLOWED,
+                message=f"{request.method} is not allowed here; allowed: "
+                + ", ".join(sorted(exc.allowed_methods)),
+            ),
+            status=405,
         )
-    )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+    except web.HTTPNotFound:
+        return json_response(
+            ErrorBody(code=ErrorCode.NOT_FOUND, message=f"no such endpoint: {request.path}"),
+            status=404,
+        )
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            code = ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL
+            return json_response(ErrorBody(code=code, message=exc.reason), status=exc.status)
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(ProtocolError(ErrorCode.INTERNAL, "internal error"))
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
 
 
 def make_app(state: AgentState) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=4 << 20)
+    app = web.Application(middlewares=[errors, _security(state)], client_max_size=4 << 20)
     app[STATE] = state
+    state.metrics = AgentMetrics(state)
+    state.batcher = MicroBatcher(
+        state.runtime,
+        max_batch=state.config.max_batch_size,
+        max_wait_s=state.config.max_batch_wait_ms / 1000.0,
+    )
 
     async def hub_session(_app: web.Application) -> AsyncIterator[None]:
+        from edge_agent.service import run_background
+
+        state.runtime.warm_up()
         async with aiohttp.ClientSession() as http:
             state.client = HubClient(
-                http,
-                base_url=state.hub_url,
+                AiohttpTransport(http, state.hub_url),
                 identity=state.identity,
                 manifest=state.runtime.manifest,
                 policy=state.config.policy,
                 attestation_ttl_s=state.config.attestation_ttl_s,
                 timeout_s=state.config.hub_timeout_s,
+                breaker_cooldown_s=state.config.breaker_cooldown_s,
+                breaker_max_cooldown_s=state.config.breaker_max_cooldown_s,
             )
-            yield
+            async with run_background(state):
+                yield
+        state.outbox.close()
+        log.info("agent stopped")
 
     app.cleanup_ctx.append(hub_session)
     app.router.add_post("/v1/infer", handle_infer)
     app.router.add_get("/v1/health", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
+    v2.add_routes(app, STATE, answer)
     return app

@@ -1,48 +1,181 @@
-"""`edge-agent`: enroll this device, run the local API, list firmware profiles."""
+"""`edge-agent`: set up this device, enroll it, serve the local API, check and install it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import onnxruntime as ort
+from pydantic import BaseModel
 
 from edge_agent.api import AgentState, make_app
-from edge_agent.config import AgentConfig
-from edge_agent.enrollment import enroll
+from edge_agent.config import ENV_PREFIX, AgentConfig, ConfigError
+from edge_agent.domain import load_domain
+from edge_agent.enrollment import enroll, read_token
 from edge_agent.errors import AgentError
-from edge_agent.identity import DeviceIdentity
-from edge_agent.profile import FirmwareProfile, available_profiles, detect, load_profile
+from edge_agent.hub_client import HubClient
+from edge_agent.identity import DeviceIdentity, load_or_create_key
+from edge_agent.outbox import OUTBOX_FILE, Outbox
+from edge_agent.profile import (
+    Detection,
+    FirmwareProfile,
+    available_profiles,
+    detect,
+    load_profile,
+    read_host,
+)
 from edge_agent.router import RouterConfig, RouterState
 from edge_agent.runtime import EdgeRuntime
+from edge_agent.service import notify, render_unit
+from edge_agent.transport import AiohttpTransport
 from escalade_protocol.artifacts import BundleError
 from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
+from escalade_protocol.messages import AgentHealth
 
 log = logging.getLogger("edge_agent")
 
+EXIT_CODES = """exit codes: 0 ok; 1 a check failed (status, doctor); 2 usage or runtime error.
+Configuration: the TOML file (--config), then ESCALADE_AGENT_<KEY> variables, then flags."""
+DEFAULT_CONFIG = Path("/etc/escalade-agent/agent.toml")
 
-def _profile(name: str | None) -> FirmwareProfile:
-    return load_profile(name) if name else detect(ort.get_available_providers())
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value > 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be finite and <= 1, got {text}")
+    return value
+
+
+def _emit(args: argparse.Namespace, data: BaseModel | dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        if isinstance(data, BaseModel):
+            print(data.model_dump_json(indent=2))
+        else:
+            print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text)
+
+
+def _load_config(args: argparse.Namespace, **overrides: Any) -> AgentConfig:
+    path = Path(args.config) if getattr(args, "config", None) else None
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    return AgentConfig.load(
+        path,
+        overrides,
+        env=os.environ,
+        policy_file=Path(args.policy) if getattr(args, "policy", None) else None,
+    )
+
+
+def _detect(config_root: Path, machine: str | None) -> Detection:
+    return detect(read_host(config_root, machine=machine))
+
+
+def _profile(config: AgentConfig) -> FirmwareProfile:
+    if config.profile and config.profile != "auto":
+        return load_profile(config.profile)
+    return _detect(config.detect_root, config.detect_machine).profile
+
+
+# --- init -------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root = Path(args.fs_root)
+    if args.profile == "auto":
+        detection = _detect(root, args.machine)
+        profile, why = detection.profile, list(detection.why)
+    else:
+        profile, why = load_profile(args.profile), ["chosen with --profile"]
+    config_path = Path(args.config)
+    if config_path.exists() and not args.force:
+        raise AgentError(f"{config_path} exists; pass --force to overwrite it")
+    data_dir = Path(args.data_dir).expanduser().absolute()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    load_or_create_key(data_dir)
+    lines = [
+        "# Escalade edge agent, written by `edge-agent init`. Environment variables",
+        f"# {ENV_PREFIX}<KEY> and flags override these values.",
+        f'data_dir = "{data_dir}"',
+        f'models_dir = "{Path(args.models).expanduser().absolute()}"',
+        f'profile = "{profile.name}"',
+        'host = "127.0.0.1"',
+        "port = 8780",
+    ]
+    if args.hub not in (None, "auto"):
+        lines.append(f'hub_url = "{args.hub}"')
+    if profile.router.latency_budget_ms is not None:
+        lines.append(f"latency_budget_ms = {profile.router.latency_budget_ms}")
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text("\n".join(lines) + "\n")
+    report = {
+        "config": str(config_path),
+        "data_dir": str(data_dir),
+        "profile": profile.name,
+        "why": why,
+        "hub_url": None if args.hub in (None, "auto") else args.hub,
+    }
+    _emit(
+        args,
+        report,
+        f"profile {profile.name} ({'; '.join(why)})\nwrote {config_path}; state in {data_dir}\n"
+        "next: edge-agent enroll --config " + str(config_path) + " --token-file FILE",
+    )
+    return 0
+
+
+# --- enroll -----------------------------------------------------------------------------------
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    profile = _profile(args.profile)
+    token = read_token(token=args.token, token_file=args.token_file, stdin=sys.stdin)
+    if args.config or args.data_dir is None:
+        config = _load_config(args, data_dir=args.data_dir, models_dir=".", hub_url=args.hub)
+        data_dir, hub, profile = config.data_dir, config.hub_url, _profile(config)
+    else:
+        data_dir, hub = Path(args.data_dir).expanduser(), args.hub
+        profile = load_profile(args.profile) if args.profile else _detect(Path("/"), None).profile
+    if hub is None:
+        raise ConfigError("enroll needs the hub: pass --hub URL or set hub_url in the config")
     identity = asyncio.run(
-        enroll(
-            hub_url=args.hub,
-            token=args.token,
-            data_dir=Path(args.data_dir).expanduser(),
-            profile=profile.name,
-        )
+        enroll(hub_url=hub, token=token, data_dir=data_dir, profile=profile.name)
     )
-    print(f"enrolled as device {identity.device_id} with hub {args.hub}")
+    _emit(
+        args,
+        {"device_id": identity.device_id, "hub_url": hub},
+        f"enrolled as device {identity.device_id} with hub {hub}",
+    )
     return 0
+
+
+# --- run --------------------------------------------------------------------------------------
 
 
 def router_config(config: AgentConfig, runtime: EdgeRuntime) -> RouterConfig:
@@ -64,19 +197,24 @@ def router_config(config: AgentConfig, runtime: EdgeRuntime) -> RouterConfig:
     )
 
 
-async def _serve(config: AgentConfig) -> None:
-    profile = _profile(config.profile)
-    runtime = EdgeRuntime(config.models_dir, profile)
+def build_state(config: AgentConfig) -> AgentState:
+    profile = _profile(config)
+    runtime = EdgeRuntime(config.models_dir, profile, data_dir=config.data_dir)
     identity = DeviceIdentity.load(config.data_dir)
-    router = router_config(config, runtime)
-    threshold = router.threshold
-    state = AgentState(
+    return AgentState(
         config=config,
         profile=profile,
         runtime=runtime,
         identity=identity,
-        router=RouterState.initial(router, now=time.monotonic()),
+        router=RouterState.initial(router_config(config, runtime), now=time.monotonic()),
+        domain=load_domain(config.models_dir, runtime.manifest),
+        outbox=Outbox(config.data_dir / OUTBOX_FILE, max_records=config.outbox_max_records),
+        api_token=config.api_token(),
     )
+
+
+async def _serve(config: AgentConfig) -> None:
+    state = build_state(config)
     if config.allow_simulated_tee:
         log.warning(
             "allow_simulated_tee is set: this agent accepts INSECURE simulated hub evidence"
@@ -85,90 +223,287 @@ async def _serve(config: AgentConfig) -> None:
     def listening(url: str) -> None:
         log.info(
             "agent %s listening on %s (profile %s, providers %s, hub %s, threshold %.3f)",
-            identity.device_id,
+            state.identity.device_id,
             url,
-            profile.name,
-            ",".join(runtime.providers),
+            state.profile.name,
+            ",".join(state.runtime.providers),
             state.hub_url,
-            threshold,
+            state.router.threshold,
         )
+        notify("READY=1\nSTATUS=serving on " + url)
 
-    await serve_until_terminated(
-        make_app(state),
-        host=config.host,
-        port=config.port,
-        announce_ready=config.announce_ready,
-        on_listening=listening,
-    )
+    try:
+        await serve_until_terminated(
+            make_app(state),
+            host=config.host,
+            port=config.port,
+            announce_ready=config.announce_ready,
+            on_listening=listening,
+        )
+    except OSError as exc:
+        raise AgentError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+        ) from None
+    finally:
+        notify("STOPPING=1")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = AgentConfig.load(
-        Path(args.config) if args.config else None,
-        {
-            "data_dir": args.data_dir,
-            "models_dir": args.models,
-            "hub_url": args.hub,
-            "profile": args.profile,
-            "host": args.host,
-            "port": args.port,
-            "allow_simulated_tee": True if args.allow_simulated_tee else None,
-            "threshold": args.threshold,
-            "announce_ready": True if args.ready else None,
-        },
-        policy_file=Path(args.policy) if args.policy else None,
+    config = _load_config(
+        args,
+        data_dir=args.data_dir,
+        models_dir=args.models,
+        hub_url=args.hub,
+        profile=args.profile,
+        host=args.host,
+        port=args.port,
+        allow_simulated_tee=True if args.allow_simulated_tee else None,
+        threshold=args.threshold,
+        announce_ready=True if args.ready else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))
     return 0
 
 
-def cmd_profiles(_args: argparse.Namespace) -> int:
-    providers = ort.get_available_providers()
+# --- status and doctor ------------------------------------------------------------------------
+
+
+async def _get_health(url: str) -> AgentHealth:
     try:
-        detected = detect(providers).name
-    except AgentError:
-        detected = None
-    for profile in available_profiles():
-        mark = "*" if profile.name == detected else " "
-        print(f"{mark} {profile.name:16} {', '.join(profile.execution_providers)}")
-    print(f"ONNX Runtime providers here: {', '.join(providers)}")
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(url + "/v1/health") as response,
+        ):
+            body = await response.read()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        raise AgentError(f"no agent answers at {url}") from None
+    return AgentHealth.model_validate_json(body)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load_config(args, data_dir=args.data_dir, models_dir=".", port=args.port)
+    url = f"http://{config.host}:{config.port}"
+    health = asyncio.run(_get_health(url))
+    reasons = ", ".join(r.value for r in health.reasons) or "-"
+    _emit(
+        args,
+        health,
+        f"{health.status} (reasons: {reasons}); profile {health.profile}; "
+        f"providers {', '.join(health.providers)}; hub {health.hub_url}; "
+        f"outbox {health.outbox_depth} waiting, {health.outbox_dropped} dropped",
+    )
+    return 0 if health.status == "ok" else 1
+
+
+async def _doctor_hub(config: AgentConfig, runtime: EdgeRuntime) -> dict[str, Any]:
+    try:
+        identity = DeviceIdentity.load(config.data_dir)
+    except AgentError as exc:
+        return {"ok": False, "enrolled": False, "detail": str(exc)}
+    url = config.hub_url or identity.hub_url
+    async with aiohttp.ClientSession() as http:
+        client = HubClient(
+            AiohttpTransport(http, url),
+            identity=identity,
+            manifest=runtime.manifest,
+            policy=config.policy,
+            timeout_s=config.hub_timeout_s,
+        )
+        try:
+            hub = await client.attest()
+        except AgentError as exc:
+            verdict = client.last_verdict
+            return {
+                "ok": False,
+                "enrolled": True,
+                "hub_url": url,
+                "attested": False,
+                "detail": str(exc),
+                "verdict": verdict.status.value if verdict else None,
+            }
+    return {
+        "ok": True,
+        "enrolled": True,
+        "hub_url": url,
+        "attested": True,
+        "verdict": hub.verdict.status.value,
+        "detail": hub.verdict.summary(),
+    }
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    config = _load_config(args, data_dir=args.data_dir, models_dir=args.models)
+    checks: dict[str, Any] = {}
+    detection = _detect(config.detect_root, config.detect_machine)
+    profile = _profile(config)
+    checks["profile"] = {
+        "ok": True,
+        "name": profile.name,
+        "detected": detection.profile.name,
+        "why": list(detection.why) if profile.name == detection.profile.name else ["configured"],
+    }
+    available = ort.get_available_providers()
+    try:
+        runtime = EdgeRuntime(config.models_dir, profile, data_dir=config.data_dir)
+    except (AgentError, BundleError) as exc:
+        checks["models"] = {"ok": False, "detail": str(exc)}
+        checks["providers"] = {"ok": False, "available": available, "used": []}
+    else:
+        checks["models"] = {"ok": True, "model": runtime.manifest.model_id}
+        checks["providers"] = {
+            "ok": runtime.providers[0] == profile.execution_providers[0],
+            "wanted": list(profile.execution_providers),
+            "available": available,
+            "used": runtime.providers,
+        }
+        checks["hub"] = asyncio.run(_doctor_hub(config, runtime))
+    ok = all(c["ok"] for c in checks.values())
+    text = "\n".join(
+        f"{'ok  ' if c['ok'] else 'FAIL'} {name}: "
+        + ", ".join(f"{k}={v}" for k, v in c.items() if k != "ok")
+        for name, c in checks.items()
+    )
+    _emit(args, {"ok": ok, "checks": checks}, text)
+    return 0 if ok else 1
+
+
+# --- install-service --------------------------------------------------------------------------
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    config_path = Path(args.config).absolute()
+    config = _load_config(args)
+    exe = shutil.which("edge-agent") or str(Path(sys.executable).parent / "edge-agent")
+    profile = _profile(config)
+    unit = render_unit(
+        exec_start=Path(exe),
+        config=config_path,
+        models_dir=config.models_dir,
+        user=args.user,
+        gpu=any(p != "CPUExecutionProvider" for p in profile.execution_providers),
+    )
+    unit_dir = Path(args.unit_dir)
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    path = unit_dir / "escalade-agent.service"
+    path.write_text(unit)
+    _emit(
+        args,
+        {"unit": str(path), "user": args.user},
+        f"wrote {path}\nnext: useradd --system {args.user}; systemctl daemon-reload; "
+        "systemctl enable --now escalade-agent",
+    )
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description="Escalade edge agent")
+def cmd_profiles(args: argparse.Namespace) -> int:
+    providers = ort.get_available_providers()
+    try:
+        detected: str | None = _detect(Path("/"), None).profile.name
+    except AgentError:
+        detected = None
+    profiles = available_profiles()
+    _emit(
+        args,
+        {
+            "detected": detected,
+            "available_providers": providers,
+            "profiles": [{"name": p.name, "providers": p.execution_providers} for p in profiles],
+        },
+        "\n".join(
+            f"{'*' if p.name == detected else ' '} {p.name:18} {', '.join(p.execution_providers)}"
+            for p in profiles
+        )
+        + f"\nONNX Runtime providers here: {', '.join(providers)}",
+    )
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list of flags)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="edge-agent", description="Escalade edge agent", epilog=EXIT_CODES
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("enroll", help="enroll this device with a hub using a one-time token")
-    p.add_argument("--hub", required=True, help="hub URL, e.g. http://hub.local:8443")
-    p.add_argument("--token", required=True, help="one-time enrollment token")
-    p.add_argument("--data-dir", default="./agent-data")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
+        p.epilog = EXIT_CODES
+        return p
+
+    def json_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = command("init", "write the config and the state folder (0700, device key 0600)")
+    p.add_argument("--profile", default="auto", help="auto (detect) or a profile NAME / .toml")
+    p.add_argument("--hub", default="auto", help="hub URL, or auto (the hub enrolled with)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="config file to write")
+    p.add_argument("--data-dir", default="/var/lib/escalade-agent", help="state folder")
+    p.add_argument("--models", default="/opt/escalade/models", help="model bundle folder")
+    p.add_argument("--fs-root", default="/", help="read /proc and /etc under this root")
+    p.add_argument("--machine", default=None, help="CPU architecture (default: this machine's)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    json_flag(p)
+    p.set_defaults(func=cmd_init)
+
+    p = command("enroll", "enroll this device with a hub using a one-time token")
+    p.add_argument("--hub", default=None, help="hub URL (default: hub_url from the config)")
+    p.add_argument("--token", default=None, help="token (visible to other users: prefer a file)")
+    p.add_argument("--token-file", default=None, help="read the token from FILE ('-': stdin)")
+    p.add_argument("--config", default=None, help="agent.toml")
+    p.add_argument("--data-dir", default=None, help="state folder (default: from the config)")
     p.add_argument("--profile", default=None, help="firmware profile (default: detect)")
+    json_flag(p)
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("run", help="serve the local API")
-    p.add_argument("--config", default=None, help="agent.toml (flags override it)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--models", default=None, help="model bundle directory")
+    p = command("run", "serve the local API (v1 and KServe v2) until SIGTERM")
+    p.add_argument("--config", default=None, help="agent.toml (env and flags override it)")
+    p.add_argument("--data-dir", default=None, help="state folder (key, outbox)")
+    p.add_argument("--models", default=None, help="model bundle folder")
     p.add_argument("--hub", default=None, help="hub URL (default: the enrolled hub)")
-    p.add_argument("--profile", default=None)
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None, help="0 picks a free port")
-    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--profile", default=None, help="firmware profile NAME or .toml (detect)")
+    p.add_argument("--host", default=None, help="listen address (config default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=None, help="0 picks a free one (default 8780)")
+    p.add_argument(
+        "--threshold", type=_threshold, default=None, help="routing threshold (bundle's)"
+    )
     p.add_argument(
         "--allow-simulated-tee",
         action="store_true",
         help="accept INSECURE simulated hub evidence (development only)",
     )
-    p.add_argument(
-        "--policy", default=None, help="attestation policy TOML (instead of [attestation])"
-    )
+    p.add_argument("--policy", default=None, help="attestation policy TOML")
     p.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("profiles", help="list firmware profiles, mark the detected one")
+    p = command("status", "ask the running agent for its health (exit 1 when degraded)")
+    p.add_argument("--config", default=None, help="agent.toml")
+    p.add_argument("--data-dir", default=".", help="state folder (unused, for config checks)")
+    p.add_argument("--port", type=_port, default=None, help="the agent's port (config's)")
+    json_flag(p)
+    p.set_defaults(func=cmd_status)
+
+    p = command("doctor", "check profile, providers in use, models and the hub (exit 1: failed)")
+    p.add_argument("--config", default=None, help="agent.toml")
+    p.add_argument("--data-dir", default=None, help="state folder")
+    p.add_argument("--models", default=None, help="model bundle folder")
+    p.add_argument("--policy", default=None, help="attestation policy TOML")
+    json_flag(p)
+    p.set_defaults(func=cmd_doctor)
+
+    p = command("install-service", "write a hardened systemd unit (Type=notify)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="agent.toml the unit runs")
+    p.add_argument("--unit-dir", default="/etc/systemd/system", help="where to write the unit")
+    p.add_argument("--user", default="escalade-agent", help="dedicated user to run as")
+    json_flag(p)
+    p.set_defaults(func=cmd_install_service)
+
+    p = command("profiles", "list firmware profiles, mark the detected one")
+    json_flag(p)
     p.set_defaults(func=cmd_profiles)
     return parser
 

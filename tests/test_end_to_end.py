@@ -68,12 +68,15 @@ async def test_uncertain_inputs_escalate_confident_ones_do_not(
             threshold = manifest.router.threshold
             for o in local:
                 assert o.reason == "confident"
-                assert o.confidence >= threshold
+                assert o.path == "local"
+                assert o.signal >= threshold
                 assert o.hub_label is None
             for o in escalated:
                 # Uncertain inputs, or now and then a confident one the router explores.
                 assert o.reason in {"uncertain", "explore"}
-                assert (o.confidence < threshold) == (o.reason == "uncertain")
+                assert (o.signal < threshold) == (o.reason == "uncertain")
+                assert o.path == "escalated"
+                assert o.confidence == max(o.probabilities)
                 assert o.hub_label == o.label
                 assert o.attestation is not None
                 assert o.attestation.status == "warning"
@@ -84,7 +87,11 @@ async def test_uncertain_inputs_escalate_confident_ones_do_not(
             async with http.post(agent.url + "/v1/infer", json={"input": [1.0, 2.0]}) as resp:
                 assert resp.status == 422
                 assert ErrorBody.model_validate_json(await resp.read()).code == "bad_tensor_shape"
-            async with http.post(agent.url + "/v1/infer", data=b"{not json") as resp:
+            async with http.post(
+                agent.url + "/v1/infer",
+                data=b"{not json",
+                headers={"Content-Type": "application/json"},
+            ) as resp:
                 assert resp.status == 400
                 assert ErrorBody.model_validate_json(await resp.read()).code == "bad_request"
             async with http.get(agent.url + "/v1/health") as resp:
@@ -107,6 +114,7 @@ async def test_uncertain_inputs_escalate_confident_ones_do_not(
             refused = (await infer(http, strict.url, X[0], "hub")).response
             assert refused.source == "local"
             assert refused.reason == "attestation_refused"
+            assert refused.path == "degraded"
             assert refused.attestation is not None
             assert refused.attestation.status == "contraindicated"
             async with http.get(strict.url + "/v1/health") as resp:
@@ -170,8 +178,8 @@ async def test_escalation_budget_holds_in_the_running_agent(
         X = np.asarray(data["X"][:30], dtype=np.float32)
     hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
     config = tmp_path / "agent.toml"
-    # A threshold above any probability makes every input uncertain.
-    config.write_text("escalations_per_minute = 3\nadaptive_router = false\nthreshold = 1.1\n")
+    # A threshold of 1 makes every input uncertain (float32 probabilities stay below 1 here).
+    config.write_text("escalations_per_minute = 3\nadaptive_router = false\nthreshold = 1.0\n")
     async with service(
         "hub", hub_command(hub_dir, bundle_dir, "--allow-simulated-tee"), log_dir=tmp_path
     ) as hub:
@@ -186,4 +194,6 @@ async def test_escalation_budget_holds_in_the_running_agent(
             outcomes = [(await infer(http, agent.url, x, "auto")).response for x in X]
     assert [o.source for o in outcomes[:3]] == ["hub"] * 3
     assert {o.reason for o in outcomes[:3]} == {"uncertain"}
-    assert {(o.source, o.reason) for o in outcomes[3:]} == {("local", "budget_minute")}
+    assert {(o.source, o.path, o.reason) for o in outcomes[3:]} == {
+        ("local", "degraded", "budget_minute")
+    }
