@@ -18,6 +18,7 @@ from attestation.pccs import PccsClient
 from cloud_hub.attesters import Attester, CollateralRefresher, DcapAttester, make_attester
 from cloud_hub.cohort_watch import CohortWatch
 from cloud_hub.config import HubConfig
+from cloud_hub.device_reports import register_device_reports
 from cloud_hub.devices import DeviceCache
 from cloud_hub.enrollment import enroll
 from cloud_hub.escalation import EscalationPipeline, EscalationPolicy
@@ -259,4 +260,5 @@ def make_app(state: HubState) -> web.Application:
     app.router.add_post("/v1/attestation", handle_attestation)
     app.router.add_post("/v1/enroll", handle_enroll)
     app.router.add_post("/v1/escalate", handle_escalate)
+    register_device_reports(app, state.store, state.identity)
     return app

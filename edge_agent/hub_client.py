@@ -183,9 +183,18 @@ class HubClient:
             return hub
 
     async def ensure_attested(self) -> AttestedHub:
-        """Attest now unless a fresh appraisal is at hand (start-up, background probes)."""
+        """Attest now unless a fresh appraisal is at hand (start-up, outbox delivery)."""
         self._admit()
         return await self._attested()
+
+    async def probe(self) -> AttestedHub:
+        """Attest afresh (the hub may have restarted with new keys): the breaker's probe."""
+        self._admit()
+        return await self._attested(refresh=True)
+
+    @property
+    def healthy(self) -> bool:
+        return self._failure is None and self._breaker.state(self._clock()) is BreakerState.CLOSED
 
     # --- escalation --------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from escalade_protocol.device_reports import (
     OutcomeRecord,
     verify_ack,
 )
-from escalade_protocol.errors import ProtocolError
+from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.messages import AnswerReason
 
 log = logging.getLogger("edge_agent.outbox")
@@ -173,7 +173,14 @@ async def deliver_once(
         hub_key_id=hub.key_id,
         items=tuple(records),
     ).sign(device.key)
-    raw = await client.post("/v1/device-reports", report, REPORT_CONTENT_TYPE)
+    try:
+        raw = await client.post("/v1/device-reports", report, REPORT_CONTENT_TYPE)
+    except HubUnavailable as exc:
+        if exc.code is not ErrorCode.UNKNOWN_HUB_KEY:
+            raise
+        # The hub restarted with new keys: attest it again; the next round sends the batch.
+        await client.probe()
+        return 0
     try:
         ack = verify_ack(raw, hub.keys.signing_key, report=report)
     except ProtocolError as exc:

@@ -62,7 +62,10 @@ async def watch_hub(state: AgentState) -> None:
     assert client is not None
     while True:
         try:
-            await client.ensure_attested()
+            if client.healthy:
+                await client.ensure_attested()
+            else:
+                await client.probe()
         except HubUnavailable:
             # Logged by the client once per kind of failure; probe again when the breaker says.
             await asyncio.sleep(max(client.retry_in(), 0.05))
