@@ -16,6 +16,7 @@ an optional bearer token is compared in constant time.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import random
 import time
@@ -371,6 +372,21 @@ def _security(state: AgentState) -> web.middleware:  # type: ignore[valid-type]
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _errors(request, handler)
+    if (
+        request.path.startswith("/v2")
+        and response.status >= 400
+        and isinstance(response, web.Response)
+    ):
+        # KServe v2 clients read {"error": message}; the stable code travels beside it.
+        assert response.body is not None
+        error = ErrorBody.model_validate_json(bytes(response.body))  # type: ignore[arg-type]
+        v2_body = {"error": error.message, "code": error.code.value}
+        response.body = json.dumps(v2_body).encode()
+    return response
+
+
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ProtocolError as exc:
