@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
@@ -34,11 +35,12 @@ from edge_agent.breaker import Breaker, BreakerState
 from edge_agent.bundle_check import BundleCheck, HubKeys, check_bundle
 from edge_agent.errors import AttestationRefused, HubUnavailable, TransportError
 from edge_agent.identity import DeviceIdentity
-from edge_agent.transport import Reply, Transport
+from edge_agent.transport import AiohttpTransport, Reply, Transport
 from escalade_protocol import envelope
 from escalade_protocol.answer import Answer, request_digest, verify_answer
 from escalade_protocol.artifacts import ModelManifest
 from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.keys import Ed25519PublicKey, X25519PublicKey
 from escalade_protocol.messages import AnswerReason, AttestationRequest, ErrorBody
 from escalade_protocol.tensor import Tensor
 
@@ -62,6 +64,14 @@ class AttestedHub:
     @property
     def key_id(self) -> bytes:
         return self.keys.key_id
+
+    @property
+    def encryption_key(self) -> X25519PublicKey:
+        return self.keys.encryption_key
+
+    @property
+    def signing_key(self) -> Ed25519PublicKey:
+        return self.keys.signing_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +97,10 @@ class HubStatus:
 class HubClient:
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport | aiohttp.ClientSession,
         *,
         identity: DeviceIdentity,
+        base_url: str | None = None,
         manifest: ModelManifest,
         policy: AppraisalPolicy,
         attestation_ttl_s: float = 3600.0,
@@ -99,7 +110,12 @@ class HubClient:
         clock: Clock = time.monotonic,
         nonce: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_SIZE),
     ) -> None:
-        self._transport = transport
+        if isinstance(transport, aiohttp.ClientSession):
+            # The older form, HubClient(session, base_url=...), as bench/escalation.py uses it.
+            if base_url is None:
+                raise TypeError("HubClient(session, ...) needs base_url=")
+            transport = AiohttpTransport(transport, base_url)
+        self._transport: Transport = transport
         self._identity = identity
         self._manifest = manifest
         self._policy = policy

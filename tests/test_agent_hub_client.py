@@ -330,3 +330,22 @@ async def test_refused_attestation_opens_the_breaker_and_is_not_retried_at_once(
     with pytest.raises(AttestationRefused):
         await client.escalate(embedding)
     assert hub.calls.count("/v1/attestation") == 2
+
+
+async def test_aiohttp_errors_become_one_line_messages(manifest: ModelManifest) -> None:
+    """A dead hub over real sockets: no ClientConnectorError(ConnectionKey(...)) repr."""
+    import aiohttp
+    from agent_stack import free_port
+
+    device = DeviceIdentity(uuid.uuid4(), Ed25519PrivateKey.generate(), "http://test")
+    url = f"http://127.0.0.1:{free_port()}"
+    async with aiohttp.ClientSession() as http:
+        # The older constructor form (a session and base_url), which bench/escalation.py uses.
+        client = HubClient(http, base_url=url, identity=device, manifest=manifest, policy=SIMULATED)
+        with pytest.raises(HubUnavailable) as caught:
+            await client.attest()
+    message = str(caught.value)
+    assert caught.value.reason is AnswerReason.HUB_UNREACHABLE
+    assert message.startswith(f"cannot connect to hub at {url}: ")
+    assert "ConnectionKey" not in message
+    assert "\n" not in message
