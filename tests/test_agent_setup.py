@@ -318,3 +318,26 @@ def test_sd_notify_speaks_to_the_notify_socket(tmp_path: Path) -> None:
         assert notify("READY=1", env={"NOTIFY_SOCKET": str(path)})
         assert server.recv(64) == b"READY=1"
     assert notify("READY=1", env={}) is False
+
+
+def test_doctor_reports_profile_providers_in_use_and_the_hub(
+    tmp_path: Path, bundle_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}/state"\nmodels_dir = "{bundle_dir}"\ndetect_machine = "x86_64"\n'
+    )
+    assert main(["doctor", "--config", str(config), "--json"]) == 1  # not enrolled: a failed check
+    report = json.loads(capsys.readouterr().out)
+    checks = report["checks"]
+    assert report["ok"] is False
+    assert checks["profile"]["name"] == "x86-64-cpu"
+    assert checks["profile"]["why"] == ["architecture x86_64"]
+    assert checks["providers"]["used"] == ["CPUExecutionProvider"]
+    assert "CPUExecutionProvider" in checks["providers"]["available"]
+    assert checks["models"]["ok"] is True
+    assert checks["hub"]["enrolled"] is False
+    assert "edge-agent enroll" in checks["hub"]["detail"]
+    # No agent running: status is a runtime error, said in one line.
+    assert main(["status", "--config", str(config), "--port", "9"]) == 2
+    assert "no agent answers at http://127.0.0.1:9" in capsys.readouterr().err
