@@ -188,7 +188,8 @@ async def answer(  # noqa: PLR0915 (one request's whole story, read top to botto
     label, probabilities = local_label, local.probabilities
     hub_label = bytes_sent = hub_latency_us = None
     verdict = None
-    if decision.escalate and state.domain.bands.would_be_refused(local.embedding):
+    bands = state.domain.bands if state.config.check_embedding_bands else None
+    if decision.escalate and bands is not None and bands.would_be_refused(local.embedding):
         # The hub would refuse this embedding and count it against the device: keep it local.
         path, reason = AnswerPath.DEGRADED, AnswerReason.EMBEDDING_OUT_OF_BAND
     elif decision.escalate:

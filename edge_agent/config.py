@@ -93,6 +93,9 @@ class AgentConfig(BaseModel):
     announce_ready: bool = False
     # Inputs outside the bundle's domain: answered with out_of_domain = true, or refused (422).
     out_of_domain: Literal["flag", "refuse"] = "flag"
+    # Keep embeddings the hub would refuse local (they count against the device's reputation).
+    # false only to exercise the hub's own checks (tests, red-team runs).
+    check_embedding_bands: bool = True
     # The local API: a bearer token (file mode 0600) and browser origins allowed to call it.
     api_token_file: Path | None = None
     allowed_origins: tuple[str, ...] = ()

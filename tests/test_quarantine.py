@@ -78,25 +78,31 @@ async def test_misbehaving_device_is_quarantined_listed_and_released(
     async with service("hub", hub_argv, log_dir=tmp_path) as hub:
         await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
 
-        def agent_argv(models: Path) -> list[str]:
-            return agent_command(agent_dir, models, "--allow-simulated-tee")
+        def agent_argv(models: Path, *extra: str) -> list[str]:
+            return agent_command(agent_dir, models, "--allow-simulated-tee", *extra)
 
+        # A tampered device does not run the agent's own check of its embeddings either.
+        unchecked = tmp_path / "unchecked.toml"
+        unchecked.write_text("check_embedding_bands = false\n")
         async with (
-            service("evil-agent", agent_argv(evil), log_dir=tmp_path) as agent,
+            service(
+                "evil-agent", agent_argv(evil, "--config", str(unchecked)), log_dir=tmp_path
+            ) as agent,
             aiohttp.ClientSession() as http,
         ):
-            reasons = [(await infer(http, agent.url, x, "hub")).response.reason for x in inputs]
+            answers = [(await infer(http, agent.url, x, "hub")).response for x in inputs]
             async with http.get(agent.url + "/v1/health") as response:
                 health = await response.json()
-        assert set(reasons) == {
-            "hub_rejected:embedding_rejected",
-            "hub_rejected:device_quarantined",
-        }, reasons
-        first = reasons.index("hub_rejected:device_quarantined")
+        reasons = [(a.reason.value, a.hub_error and a.hub_error.value) for a in answers]
+        rejected = ("hub_rejected", "embedding_rejected")
+        quarantined = ("device_refused", "device_quarantined")
+        assert set(reasons) == {rejected, quarantined}, reasons
+        first = reasons.index(quarantined)
         assert first > 5  # reputation, not a single message, decided
-        assert all(r == "hub_rejected:device_quarantined" for r in reasons[first:])
+        assert all(r == quarantined for r in reasons[first:])
         assert health["status"] == "degraded"
-        assert "device_quarantined" in health["detail"]
+        assert "device_refused" in health["reasons"]
+        assert health["hub_error"] == "device_quarantined"
 
         (row,) = devices_json(hub_dir)
         assert row["status"] == "quarantined"
