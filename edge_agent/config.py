@@ -103,9 +103,10 @@ class AgentConfig(BaseModel):
     outbox_max_records: int = Field(default=100_000, ge=1)
     outbox_batch: int = Field(default=256, ge=1, le=4096)
     outbox_retry_s: float = Field(default=2.0, gt=0)
-    # Micro-batching of concurrent requests (Triton's dynamic batcher): 1 disables it.
+    # Micro-batching of concurrent requests (Triton's dynamic batcher): 1 disables it. A wait of
+    # 0 batches the requests that arrived in the same turn of the event loop (no added delay).
     max_batch_size: int = Field(default=16, ge=1, le=1024)
-    max_batch_wait_ms: float = Field(default=0.5, ge=0, le=100)
+    max_batch_wait_ms: float = Field(default=0.0, ge=0, le=100)
     # The appraisal policy for hub evidence, from [attestation] or --policy.
     policy: AppraisalPolicy = Field(default_factory=AppraisalPolicy, exclude=True)
 

@@ -52,6 +52,9 @@ INSERT OR IGNORE INTO counters VALUES ('dropped', 0);
 """
 
 
+_INSERT = "INSERT OR IGNORE INTO records (record_id, body) VALUES (?, ?)"
+
+
 class Outbox:
     def __init__(self, path: Path, *, max_records: int = 100_000, durable: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -85,12 +88,16 @@ class Outbox:
         """Commit `records` in one transaction, dropping the oldest beyond the cap."""
         rows = [(r.record_id.bytes, r.encode()) for r in records]
         with self._lock:
+            if len(rows) == 1 and self._depth < self.max_records:
+                # One statement in autocommit mode: one commit, no BEGIN / COMMIT round trips.
+                cur = self._db.execute(_INSERT, rows[0])
+                self._depth += cur.rowcount
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO records (record_id, body) VALUES (?, ?)", rows
-                )
-                (depth,) = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+                cur = self._db.executemany(_INSERT, rows)
+                # The depth is kept in memory (COUNT(*) is a scan): counted once at open.
+                depth = self._depth + cur.rowcount
                 excess = depth - self.max_records
                 if excess > 0:
                     self._db.execute(
@@ -150,7 +157,7 @@ class Outbox:
                 "DELETE FROM records WHERE record_id = ?", [(r.bytes,) for r in record_ids]
             )
             self._db.execute("COMMIT")
-            (self._depth,) = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+            self._depth -= cur.rowcount
         return cur.rowcount
 
     def close(self) -> None:
