@@ -422,8 +422,18 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Shows a flag's default when it has a real one (None: the config or detection decides)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list of flags)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Defaults
     parser = argparse.ArgumentParser(
         prog="edge-agent", description="Escalade edge agent", epilog=EXIT_CODES
     )
