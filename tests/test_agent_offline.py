@@ -114,6 +114,12 @@ async def test_hub_killed_under_load_every_answer_and_record_survives(
         status = await health(http, agent.url)
         assert {r.value for r in status.reasons} & {"hub_unreachable", "hub_timeout"}
         assert status.outbox_depth > 0
+        async with http.get(agent.url + "/v2/health/ready") as resp:
+            ready = await resp.json()
+        # Ready while degraded (it answers, locally), with the reason in the metadata.
+        assert resp.status == 200
+        assert ready["degraded"] is True
+        assert set(ready["reasons"]) & {"hub_unreachable", "hub_timeout"}
 
         async with service("hub-again", hub_argv(hub_dir, bundle_dir, port), log_dir=tmp_path):
             back_at, back_t = len(answers), time.monotonic()
