@@ -103,6 +103,8 @@ class AgentState:
     batcher: MicroBatcher | None = None
     metrics: AgentMetrics | None = None
     ready: bool = False
+    # Answers in progress: a request alone in the agent skips the batching and commit hops.
+    inflight: int = 0
 
     @property
     def hub_url(self) -> str:
@@ -143,10 +145,18 @@ def _local_outcome(
     return (AnswerPath.DEGRADED if reason in _BUDGETS else AnswerPath.LOCAL), reason, None
 
 
-async def answer(  # noqa: PLR0915 (one request's whole story, read top to bottom)
+async def answer(state: AgentState, features: F32, route: Route) -> InferResponse:
+    """One input through the local models, the router and perhaps the hub; recorded."""
+    state.inflight += 1
+    try:
+        return await _answer(state, features, route)
+    finally:
+        state.inflight -= 1
+
+
+async def _answer(  # noqa: PLR0915 (one request's whole story, read top to bottom)
     state: AgentState, features: F32, route: Route
 ) -> InferResponse:
-    """One input through the local models, the router and perhaps the hub; recorded."""
     started = time.perf_counter()
     manifest = state.runtime.manifest
     if features.shape != (manifest.input_dim,):
@@ -169,7 +179,7 @@ async def answer(  # noqa: PLR0915 (one request's whole story, read top to botto
     assert state.batcher is not None
     assert state.client is not None
     client = state.client
-    local = await state.batcher.infer(features)
+    local = await state.batcher.infer(features, alone=state.inflight == 1)
     local_label = int(np.argmax(local.probabilities))
     signals = compute_signals(local.probabilities, local.embedding, learned=local.learned)
     now = time.monotonic()
@@ -228,7 +238,8 @@ async def answer(  # noqa: PLR0915 (one request's whole story, read top to botto
             latency_us=int(latency_s * 1e6),
             hub_latency_us=hub_latency_us,
             hub_error=hub_error.value if hub_error is not None else "",
-        )
+        ),
+        alone=state.inflight == 1,
     )
     if state.metrics is not None:
         state.metrics.answered(path, reason, latency_s)

@@ -1,6 +1,7 @@
 """Micro-batching of concurrent requests, as Triton's dynamic batcher does.
 
-The first request of a batch schedules a flush after `max_wait_s` (0: at the next turn of the
+A request that is alone in the agent runs at once. Otherwise the first request of a batch
+schedules a flush after `max_wait_s` (0: at the next turn of the
 event loop); the batch is flushed at once when it reaches `max_batch`. A flush runs the models
 inline on the loop (tens of microseconds: cheaper than a thread hop), once for the whole batch,
 so 16 concurrent clients cost far fewer `session.run` calls than requests. A failing batch
@@ -24,8 +25,9 @@ class MicroBatcher:
         self._pending: list[tuple[F32, asyncio.Future[LocalResult]]] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
 
-    async def infer(self, features: F32) -> LocalResult:
-        if self._max_batch <= 1:
+    async def infer(self, features: F32, *, alone: bool = False) -> LocalResult:
+        """`alone`: no other request is in flight, so waiting could only add latency."""
+        if self._max_batch <= 1 or (alone and not self._pending):
             return self._runtime.infer(features)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[LocalResult] = loop.create_future()

@@ -117,8 +117,15 @@ class Outbox:
         if excess > 0:
             log.warning("outbox full (%d records): dropped the %d oldest", depth, excess)
 
-    async def add(self, record: OutcomeRecord) -> None:
-        """Commit `record`; records added in the same turn of the loop share the commit."""
+    async def add(self, record: OutcomeRecord, *, alone: bool = False) -> None:
+        """Commit `record`; records added in the same turn of the loop share the commit.
+
+        `alone`: no other answer is in flight, so the commit is made at once, without a hop.
+        """
+        if alone and not self._pending:
+            self.add_many([record])
+            self.added.set()
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append((record, future))
