@@ -175,18 +175,34 @@ class Outbox:
 async def deliver_once(
     outbox: Outbox, client: HubClient, *, device: DeviceIdentity, batch: int
 ) -> int:
-    """Send one batch of the oldest records; delete what the hub acknowledged; return that."""
-    records = outbox.oldest(batch)
+    """Send one batch of the oldest records; delete what the hub acknowledged; return that.
+
+    The breaker is asked first (no reading while the hub is away); reading, decoding and
+    signing a batch run in a thread, off the event loop that answers applications.
+    """
+    if outbox.depth == 0:
+        return 0
+    if not client.hub_up:
+        failure = client.status().failure or AnswerReason.HUB_UNREACHABLE
+        raise HubUnavailable(failure, "hub calls paused by the circuit breaker")
+    hub = client.attested or await client.ensure_attested()
+
+    def prepare() -> tuple[list[OutcomeRecord], bytes]:
+        records = outbox.oldest(batch)
+        if not records:
+            return records, b""
+        report = DeviceReport(
+            device_id=device.device_id,
+            sent_at_ms=time.time_ns() // 1_000_000,
+            nonce=os.urandom(NONCE_SIZE),
+            hub_key_id=hub.key_id,
+            items=tuple(records),
+        ).sign(device.key)
+        return records, report
+
+    records, report = await asyncio.to_thread(prepare)
     if not records:
         return 0
-    hub = client.attested or await client.ensure_attested()
-    report = DeviceReport(
-        device_id=device.device_id,
-        sent_at_ms=time.time_ns() // 1_000_000,
-        nonce=os.urandom(NONCE_SIZE),
-        hub_key_id=hub.key_id,
-        items=tuple(records),
-    ).sign(device.key)
     try:
         raw = await client.post("/v1/device-reports", report, REPORT_CONTENT_TYPE)
     except HubUnavailable as exc:
@@ -200,7 +216,7 @@ async def deliver_once(
     except ProtocolError as exc:
         raise HubUnavailable(AnswerReason.BAD_ANSWER, f"hub ack rejected: {exc}") from None
     sent = {r.record_id for r in records}
-    return outbox.remove([i for i in ack.known if i in sent])
+    return await asyncio.to_thread(outbox.remove, [i for i in ack.known if i in sent])
 
 
 async def deliver_forever(
