@@ -349,3 +349,66 @@ async def test_aiohttp_errors_become_one_line_messages(manifest: ModelManifest) 
     assert message.startswith(f"cannot connect to hub at {url}: ")
     assert "ConnectionKey" not in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason", "code"),
+    [
+        ("down", "hub_unreachable", None),
+        ("slow", "hub_timeout", None),
+        ("unknown_device", "device_refused", "unknown_device"),
+        ("quarantined", "device_refused", "device_quarantined"),
+        ("strict", "attestation_refused", None),
+    ],
+)
+async def test_health_is_degraded_with_the_reason(  # noqa: PLR0917 (fixtures + parameters)
+    bundle_dir: Path,
+    tmp_path: Path,
+    manifest: ModelManifest,
+    failure: str,
+    reason: str,
+    code: str | None,
+) -> None:
+    """Down, hanging, refusing the device, refusing attestation: never "ok"."""
+    import json
+
+    from edge_agent.api import health
+    from edge_agent.cli import build_state
+    from edge_agent.config import AgentConfig
+
+    (tmp_path / "device.json").write_text(
+        json.dumps({"device_id": str(uuid.uuid4()), "hub_url": "http://test"})
+    )
+    config = AgentConfig.load(
+        None, {"data_dir": str(tmp_path), "models_dir": str(bundle_dir)}, env={}
+    )
+    state = build_state(config)
+    hub = ScriptedHub(model_info(manifest))
+    state.client = HubClient(
+        hub,
+        identity=state.identity,
+        manifest=manifest,
+        policy=AppraisalPolicy() if failure == "strict" else SIMULATED,
+        clock=Clock(),
+    )
+    state.ready = True
+    embedding = np.zeros(manifest.embedding_dim, dtype=np.float32)
+    if failure != "strict":
+        await state.client.escalate(embedding)
+        assert health(state).status == "ok"
+    else:  # never attested yet: degraded too, and it says so
+        assert [r.value for r in health(state).reasons] == ["not_attested"]
+    hub.down = failure == "down"
+    hub.slow = failure == "slow"
+    hub.refuse = {
+        "unknown_device": ErrorCode.UNKNOWN_DEVICE,
+        "quarantined": ErrorCode.DEVICE_QUARANTINED,
+    }.get(failure)
+    with pytest.raises(HubUnavailable):
+        await state.client.escalate(embedding)
+    status = health(state)
+    assert status.status == "degraded"
+    assert reason in {r.value for r in status.reasons}
+    assert (status.hub_error.value if status.hub_error else None) == code
+    assert "answering locally" in status.detail
+    state.outbox.close()
