@@ -166,6 +166,31 @@ async def test_local_api_v1_v2_security_domain_and_records(
             assert reasons <= {"confident", "uncertain", "explore"}
             assert not got["out_of_domain"].any()
 
+        # v2 errors as KServe clients read them, the stable code beside; a forced route.
+        v2_url = f"{url}/v2/models/{manifest.model_id}/infer"
+        bad = {
+            "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]
+        }
+        async with app.post(v2_url, json=bad) as resp:
+            assert resp.status == 422
+            assert (await resp.json())["code"] == "bad_tensor_shape"
+            assert "error" in await resp.json()
+        forced = {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 64],
+                    "datatype": "FP32",
+                    "data": [float(v) for v in X[2]],
+                }
+            ],
+            "parameters": {"route": "hub"},
+        }
+        async with app.post(v2_url, json=forced) as resp:
+            outputs = {o["name"]: o["data"] for o in (await resp.json())["outputs"]}
+        assert outputs["path"] == ["escalated"]
+        assert outputs["reason"] == ["forced_hub"]
+
         async with app.get(url + "/metrics") as resp:
             metrics = await resp.text()
         assert (
@@ -188,7 +213,8 @@ async def test_local_api_v1_v2_security_domain_and_records(
     device = DeviceIdentity.load(tmp_path / "agent")
     store = Store.open(sqlite_url(tmp_path / "hub"))
     try:
-        total = 1 + len(answers) + 8  # the Origin check's answer, these, the v2 rows
+        # The Origin check's answer, these, the tritonclient rows, the forced v2 row.
+        total = 1 + len(answers) + 8 + 1
         assert count_outcomes(store.engine, device.device_id) == total
         assert store.get_device(device.device_id).status == "active"  # type: ignore[union-attr]
     finally:
