@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     BAD_PROOF = "bad_proof"
     BAD_REQUEST = "bad_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    RATE_LIMITED = "rate_limited"
+    INFERENCE_FAILED = "inference_failed"
+    STORE_UNAVAILABLE = "store_unavailable"
     INTERNAL = "internal"
 
 
@@ -58,6 +61,12 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_HUB_KEY: 409,
     ErrorCode.UNKNOWN_MODEL: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    # Too many requests from this client (attestation: each one costs a quote); retry later.
+    ErrorCode.RATE_LIMITED: 429,
+    # The hub model failed on the batch this request was in; the request may be retried.
+    ErrorCode.INFERENCE_FAILED: 503,
+    # The hub's database could not be reached or written; nothing was recorded.
+    ErrorCode.STORE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
 

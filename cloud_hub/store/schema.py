@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -69,6 +70,9 @@ escalations = Table(
     # The replay check: one accepted envelope per (device, nonce), enforced by the database so
     # that it holds across connections, threads and hub replicas alike.
     UniqueConstraint("device_id", "nonce", name="uq_escalations_device_nonce"),
+    # Pruning deletes by send time: records older than the timestamp window can never collide
+    # with an acceptable envelope again.
+    Index("ix_escalations_sent_at_ms", "sent_at_ms"),
 )
 
 audit_events = Table(
