@@ -188,7 +188,9 @@ def test_device_cache_expires_and_invalidates(store: Store) -> None:
     device = store.get_device(device_id)
     assert device is not None
     cache.put(device)
-    assert cache.cached(device_id) == device
+    cached = cache.cached(device_id)
+    assert cached is not None
+    assert cached.device == device
     now[0] = 2.5
     assert cache.cached(device_id) is None
     store.set_device_status(device_id, "revoked", reason="lost")

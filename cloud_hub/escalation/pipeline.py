@@ -29,7 +29,7 @@ from escalade_protocol import envelope
 from escalade_protocol.answer import Answer, request_digest, sign_answer
 from escalade_protocol.artifacts import ModelManifest
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.keys import load_ed25519_public
+from escalade_protocol.keys import Ed25519PublicKey, load_ed25519_public
 from escalade_protocol.tensor import Tensor
 
 F32 = npt.NDArray[np.float32]
@@ -115,15 +115,21 @@ class EscalationPipeline:
             )
         return Inspected(sealed, request_digest(body))
 
-    def open(self, inspected: Inspected, device: Device | None) -> F32:
-        """Authenticate and decrypt an inspected envelope; return its validated embedding."""
+    def open(
+        self,
+        inspected: Inspected,
+        device: Device | None,
+        verify_key: Ed25519PublicKey | None = None,
+    ) -> F32:
+        """Authenticate and decrypt an inspected envelope; return its validated embedding.
+        `verify_key`: the device's key if the caller has it loaded already."""
         if device is None:
             raise ProtocolError(ErrorCode.UNKNOWN_DEVICE, "device is not enrolled")
         refusal = device_refusal(device)
         if refusal is not None:
             raise refusal
         sealed = inspected.sealed
-        sealed.verify_signature(load_ed25519_public(device.public_key))
+        sealed.verify_signature(verify_key or load_ed25519_public(device.public_key))
         return self._validated_embedding(sealed.open_payload(self.identity.encryption_key))
 
     def conclude(self, inspected: Inspected, embedding: F32, probabilities: F32) -> Concluded:

@@ -119,6 +119,9 @@ class EscalationService:
             on_batch=metrics.batch_size.observe,
         )
         self._supervisor = Supervisor(on_failure=self._job_failed)
+        # Metric children resolved once: a label lookup per request is measurable here.
+        self._answered = metrics.escalations.labels("answered")
+        self._latency = metrics.escalation_seconds
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -154,22 +157,25 @@ class EscalationService:
             answer = await self._escalate(body)
         except ProtocolError as exc:
             self.metrics.escalations.labels(exc.code.value).inc()
-            self.metrics.escalation_seconds.observe(time.perf_counter() - started)
+            self._latency.observe(time.perf_counter() - started)
             raise
-        self.metrics.escalations.labels("answered").inc()
-        self.metrics.escalation_seconds.observe(time.perf_counter() - started)
+        self._answered.inc()
+        self._latency.observe(time.perf_counter() - started)
         return answer
 
     async def _escalate(self, body: bytes) -> bytes:
         pipeline = self.pipeline
         inspected = pipeline.inspect(body)
         device_id = inspected.header.device_id
-        device = self.devices.cached(device_id)
-        if device is None:
-            device = await self.blocking(self.store.get_device, device_id)
-            self.devices.put(device)
-        embedding = pipeline.open(inspected, device)
-        assert device is not None  # open() refuses unknown devices
+        cached = self.devices.cached(device_id)
+        if cached is None:
+            read = await self.blocking(self.store.get_device, device_id)
+            cached = self.devices.put(read)
+            if cached is None:  # unknown or not active: open() says which
+                pipeline.open(inspected, read)
+                raise AssertionError("open() accepted an inactive device")
+        device = cached.device
+        embedding = pipeline.open(inspected, device, cached.verify_key)
         probabilities = await self.batcher.infer(embedding)
         concluded = pipeline.conclude(inspected, embedding, probabilities)
         try:

@@ -51,19 +51,33 @@ class DriverInsert:
                 self._convert[key] = processor
         self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
 
-    def _params(self, row: Mapping[str, object]) -> Mapping[str, object] | tuple[object, ...]:
-        values = {k: (self._convert[k](v) if k in self._convert else v) for k, v in row.items()}
+    def _converted(self, values: Mapping[str, object]) -> dict[str, object]:
+        convert = self._convert
+        return {k: (convert[k](v) if k in convert else v) for k, v in values.items()}
+
+    def _params(
+        self, row: Mapping[str, object], constants: Mapping[str, object]
+    ) -> Mapping[str, object] | tuple[object, ...]:
+        values = self._converted(row)
+        values.update(constants)
         if self._order is None:
             return values
         return tuple(values[k] for k in self._order)
 
-    def insert_all(self, connection: Any, rows: Sequence[Mapping[str, object]]) -> bool:
+    def insert_all(
+        self,
+        connection: Any,
+        rows: Sequence[Mapping[str, object]],
+        constants: Mapping[str, object] | None = None,
+    ) -> bool:
         """Insert every row in one transaction on a DBAPI connection. True if all were
         written; False (and nothing written) if any repeated a key or had an inactive device.
-        Any other database error propagates, after a rollback."""
+        Any other database error propagates, after a rollback. `constants` are values shared
+        by every row (the batch's receive time), converted once rather than per row."""
+        shared = self._converted(constants or {})
         cursor = connection.cursor()
         try:
-            params: Any = [self._params(row) for row in rows]
+            params: Any = [self._params(row, shared) for row in rows]
             cursor.executemany(self.sql, params)
             if cursor.rowcount != len(rows):
                 connection.rollback()
@@ -79,11 +93,16 @@ class DriverInsert:
             cursor.close()
         return True
 
-    def insert_one(self, connection: Any, row: Mapping[str, object]) -> RowResult:
+    def insert_one(
+        self,
+        connection: Any,
+        row: Mapping[str, object],
+        constants: Mapping[str, object] | None = None,
+    ) -> RowResult:
         """Insert one row in its own transaction and say how it fared."""
         cursor = connection.cursor()
         try:
-            cursor.execute(self.sql, self._params(row))
+            cursor.execute(self.sql, self._params(row, self._converted(constants or {})))
             inserted = cursor.rowcount == 1
             connection.commit()
         except self.integrity_error:

@@ -111,13 +111,12 @@ _ESCALATION_KEYS = (
 )
 
 
-def _escalation_row(record: EscalationRecord, received_at: datetime) -> dict[str, object]:
+def _escalation_row(record: EscalationRecord) -> dict[str, object]:
     return {
         "device_id": str(record.device_id),
         "nonce": record.nonce,
         "seq": record.seq,
         "sent_at_ms": record.sent_at_ms,
-        "received_at": received_at,
         "model_id": record.model_id,
         "model_version": record.model_version,
         "label": record.label,
@@ -404,11 +403,11 @@ class Store:
         only those rows are refused: one device's bad record never fails another's. A busy
         SQLite database (`is_busy`) is raised as it is, for the caller to retry elsewhere.
         """
-        now = datetime.now(UTC)
-        rows = [_escalation_row(record, now) for record in records]
+        received = {"received_at": datetime.now(UTC)}
+        rows = [_escalation_row(record) for record in records]
         with self._raw(connection) as conn:
             try:
-                if self._insert_escalations.insert_all(conn, rows):
+                if self._insert_escalations.insert_all(conn, rows, received):
                     return [RowResult.INSERTED] * len(rows)
             except Exception as exc:
                 if is_busy(exc):
@@ -416,7 +415,7 @@ class Store:
             results: list[RowResult | Exception] = []
             for row in rows:
                 try:
-                    results.append(self._insert_escalations.insert_one(conn, row))
+                    results.append(self._insert_escalations.insert_one(conn, row, received))
                 except Exception as exc:
                     if is_busy(exc):
                         raise
