@@ -24,6 +24,7 @@ from cloud_hub.config import HubConfig
 from cloud_hub.enrollment import enroll
 from cloud_hub.escalation import BatchingConfig, EscalationService, ServiceConfig
 from cloud_hub.escalation.pipeline import EscalationPolicy
+from cloud_hub.escalation.supervisor import Supervisor
 from cloud_hub.identity import HubIdentity
 from cloud_hub.metrics import CONTENT_TYPE_LATEST, HubMetrics
 from cloud_hub.serving import HubModel
@@ -181,12 +182,17 @@ def make_app(state: HubState) -> web.Application:
         async with aiohttp.ClientSession() as http:
             refresher = CollateralRefresher(attester, PccsClient(http, url))
             await refresher.refresh()
-            task = asyncio.create_task(refresher.run(state.config.collateral_refresh_s))
+
+            async def refresh() -> None:
+                await refresher.refresh()
+
+            failures = state.service.metrics.background_failures
+            jobs = Supervisor(on_failure=lambda name: failures.labels(name).inc())
+            jobs.every("collateral-refresh", state.config.collateral_refresh_s, refresh)
             try:
                 yield
             finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await jobs.stop()
 
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(collateral)
