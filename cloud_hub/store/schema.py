@@ -47,7 +47,7 @@ devices = Table(
     Column("generation", Integer, nullable=False, default=0),
     Column("enrolled_at", DateTime(timezone=True), nullable=False),
     # Reputation: the one-sided CUSUM of standardised check scores. Honest devices sit at 0,
-    # so it is written only while it moves (see cloud_hub/reputation_book.py).
+    # so it is written only while it moves (see cloud_hub/escalation/reputation_book.py).
     Column("cusum", Float, nullable=False, default=0.0),
 )
 
