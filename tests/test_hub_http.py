@@ -183,7 +183,7 @@ async def test_group_commit_refuses_only_the_replays_in_a_batch(
 def test_device_cache_expires_and_invalidates(store: Store) -> None:
     device_id = _enrolled(store)
     now = [0.0]
-    cache = DeviceCache(ttl_s=2.0, clock=lambda: now[0])
+    cache = DeviceCache(ttl_s=2.0, inactive_ttl_s=0.25, clock=lambda: now[0])
     assert cache.cached(device_id) is None
     device = store.get_device(device_id)
     assert device is not None
@@ -195,7 +195,12 @@ def test_device_cache_expires_and_invalidates(store: Store) -> None:
     assert cache.cached(device_id) is None
     store.set_device_status(device_id, "revoked", reason="lost")
     cache.put(store.get_device(device_id))
-    assert cache.cached(device_id) is None  # devices that are not active are never cached
+    revoked = cache.cached(device_id)
+    assert revoked is not None
+    assert revoked.device.status == "revoked"
+    assert revoked.verify_key is None  # refused before any signature check
+    now[0] = 2.8  # ...and only briefly: a release applies within the inactive TTL
+    assert cache.cached(device_id) is None
     store.set_device_status(device_id, "active", reason="found")
     cache.put(store.get_device(device_id))
     assert cache.cached(device_id) is not None

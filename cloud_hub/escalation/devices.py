@@ -1,8 +1,8 @@
 """A short-lived cache of enrolled devices in front of the database, used on the event loop.
 
 Every escalation needs its device's key and status; reading them from the database per request
-cost more than all the cryptography together. Only active devices are cached, for `ttl_s`
-seconds. The cache never decides a revocation on its own: every record is inserted only while
+cost more than all the cryptography together. Active devices are cached for `ttl_s` seconds,
+inactive ones for `inactive_ttl_s`. The cache never decides a revocation on its own: every record is inserted only while
 its device is active in the database (`cloud_hub.store.driver_insert`), so a revocation or
 quarantine committed anywhere refuses the very next commit, and the cache is dropped for that
 device when it does. The TTL bounds only how long an inactive device's requests still cost a
@@ -21,19 +21,29 @@ from cloud_hub.store import Device
 from escalade_protocol.keys import Ed25519PublicKey, load_ed25519_public
 
 DEFAULT_TTL_S = 2.0
+# Devices that may not escalate are remembered briefly too, so that a quarantined device's
+# flood costs one database read per interval, not one per request; short, so that a release
+# applies within it.
+INACTIVE_TTL_S = 0.25
 
 
 class CachedDevice(NamedTuple):
     device: Device
-    # The device's key, loaded once: loading it per request cost ~11 µs.
-    verify_key: Ed25519PublicKey
+    # The device's key, loaded once (loading it per request cost ~11 µs); None while the
+    # device is not active (it is refused before any signature check).
+    verify_key: Ed25519PublicKey | None
 
 
 class DeviceCache:
     def __init__(
-        self, *, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        inactive_ttl_s: float = INACTIVE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl_s
+        self._inactive_ttl = inactive_ttl_s
         self._clock = clock
         self._entries: dict[uuid.UUID, tuple[float, CachedDevice]] = {}
 
@@ -49,11 +59,16 @@ class DeviceCache:
         return cached
 
     def put(self, device: Device | None) -> CachedDevice | None:
-        """Remember a device just read from the database, if it is active."""
-        if device is None or device.status != "active":
+        """Remember a device just read from the database (unknown ones are not remembered:
+        their ids cost nothing to invent)."""
+        if device is None:
             return None
-        cached = CachedDevice(device, load_ed25519_public(device.public_key))
-        self._entries[device.device_id] = (self._clock() + self._ttl, cached)
+        if device.status == "active":
+            cached = CachedDevice(device, load_ed25519_public(device.public_key))
+            ttl = self._ttl
+        else:
+            cached, ttl = CachedDevice(device, None), self._inactive_ttl
+        self._entries[device.device_id] = (self._clock() + ttl, cached)
         return cached
 
     def invalidate(self, device_id: uuid.UUID) -> None:

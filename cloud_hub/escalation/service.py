@@ -169,13 +169,11 @@ class EscalationService:
         device_id = inspected.header.device_id
         cached = self.devices.cached(device_id)
         if cached is None:
-            read = await self.blocking(self.store.get_device, device_id)
-            cached = self.devices.put(read)
-            if cached is None:  # unknown or not active: open() says which
-                pipeline.open(inspected, read)
-                raise AssertionError("open() accepted an inactive device")
-        device = cached.device
-        embedding = pipeline.open(inspected, device, cached.verify_key)
+            cached = self.devices.put(await self.blocking(self.store.get_device, device_id))
+        device = cached.device if cached is not None else None
+        # Refuses unknown and inactive devices (with their code) before any cryptography.
+        embedding = pipeline.open(inspected, device, cached.verify_key if cached else None)
+        assert device is not None
         probabilities = await self.batcher.infer(embedding)
         concluded = pipeline.conclude(inspected, embedding, probabilities)
         try:
