@@ -3,11 +3,12 @@
 Every escalation needs its device's key and status; reading them from the database per request
 cost more than all the cryptography together. Active devices are cached for `ttl_s` seconds,
 inactive ones for `inactive_ttl_s`. The cache never decides a revocation on its own: every
-record is inserted only while its device is active in the database (`cloud_hub.store.driver_insert`), so a revocation or
-quarantine committed anywhere refuses the very next commit, and the cache is dropped for that
-device when it does. The TTL bounds only how long an inactive device's requests still cost a
-signature check before the commit refuses them. Reads happen on a worker thread; the cache is
-filled on the loop (`put`), so no dict is shared between threads.
+record is inserted only while its device is active in the database
+(`cloud_hub.store.driver_insert`), so a revocation or quarantine committed anywhere refuses the
+very next commit, and the cache is dropped for that device when it does. The TTL bounds only
+how long a revoked device's requests still cost a signature check before the commit refuses
+them. Reads happen on a worker thread; the cache is filled on the loop (`put`), so no dict is
+shared between threads.
 """
 
 from __future__ import annotations
