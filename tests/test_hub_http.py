@@ -24,6 +24,7 @@ from cloud_hub.config import HubConfig
 from cloud_hub.enrollment import create_token, enroll
 from cloud_hub.escalation.devices import DeviceCache
 from cloud_hub.escalation.recorder import DeviceInactive, EscalationRecorder
+from cloud_hub.poisoning import Reputation
 from cloud_hub.store import EscalationRecord, Store
 from escalade.procs import module_command, run_step
 from escalade_protocol import envelope
@@ -391,3 +392,16 @@ async def test_metrics_export_batch_sizes_and_outcomes(hub: Hub) -> None:
     assert 'escalade_hub_escalations_total{outcome="malformed"} 1.0' in text
     assert "escalade_hub_model_batch_size_count" in text
     assert "escalade_hub_commit_size_sum 8.0" in text
+
+
+async def test_a_moved_reputation_is_written_behind_the_answer(hub: Hub) -> None:
+    """Honest requests never wait for a reputation UPDATE: moved CUSUMs are flushed in bulk."""
+    device_id, _ = await enroll_device(hub)
+    service = hub.state.service
+    device = service.store.get_device(device_id)
+    assert device is not None
+    service.reputations.remember(device, Reputation(cusum=3.5), persist=True)
+    assert service.store.get_device(device_id).cusum == 0.0  # type: ignore[union-attr]
+    await service.flush_reputations()
+    assert service.store.get_device(device_id).cusum == 3.5  # type: ignore[union-attr]
+    await service.flush_reputations()  # nothing pending: nothing written, nothing fails

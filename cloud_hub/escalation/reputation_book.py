@@ -46,3 +46,8 @@ class ReputationBook:
         """The CUSUMs to write back since the last drain (the caller writes them)."""
         pending, self._dirty = list(self._dirty.values()), {}
         return pending
+
+    def restore(self, pending: list[SavedReputation]) -> None:
+        """Mark CUSUMs dirty again after a failed write, unless a newer value is pending."""
+        for item in pending:
+            self._dirty.setdefault(item.device_id, item)

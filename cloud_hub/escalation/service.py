@@ -250,8 +250,13 @@ class EscalationService:
 
     async def flush_reputations(self) -> None:
         pending = self.reputations.drain()
-        if pending:
+        if not pending:
+            return
+        try:
             await self.blocking(self.store.save_reputations, pending)
+        except Exception:
+            self.reputations.restore(pending)  # written at the next flush instead
+            raise
 
     async def prune_replays(self) -> None:
         window_ms = self.pipeline.policy.timestamp_window_ms
