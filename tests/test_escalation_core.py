@@ -227,3 +227,22 @@ def test_nonce_cache_expires() -> None:
     assert desk.cache.get(b"n") == "bundle"
     now[0] = 31.0
     assert desk.cache.get(b"n") is None
+
+
+async def test_a_request_alone_runs_at_once_and_fails_alone() -> None:
+    sizes: list[int] = []
+    batcher = DynamicBatcher(
+        doubled, BatchingConfig(max_batch_size=8), executor=None, on_batch=sizes.append
+    )
+    np.testing.assert_array_equal(
+        await batcher.infer(np.ones(4, np.float32), alone=True), np.full(4, 2, np.float32)
+    )
+    assert sizes == [1]
+
+    def broken(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("no")
+
+    failing = DynamicBatcher(broken, BatchingConfig(), executor=None)
+    with pytest.raises(ProtocolError) as caught:
+        await failing.infer(np.ones(4, np.float32), alone=True)
+    assert caught.value.code is ErrorCode.INFERENCE_FAILED

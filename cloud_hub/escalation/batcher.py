@@ -70,8 +70,19 @@ class DynamicBatcher:
         self._running = False
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
 
-    async def infer(self, embedding: F32) -> F32:
-        """Class probabilities for one embedding, computed in some batch."""
+    async def infer(self, embedding: F32, *, alone: bool = False) -> F32:
+        """Class probabilities for one embedding, computed in some batch.
+
+        `alone`: the caller knows no other request is on its way here (one in flight). A
+        model that runs on the loop then runs at once, without the hop through the queue."""
+        if alone and self._executor is None and not self._queue:
+            self._on_batch(1)
+            outcome = self._run_safely(embedding.reshape(1, -1))
+            if isinstance(outcome, Exception):
+                log.error("hub model failed on a batch of 1: %r", outcome)
+                raise ProtocolError(ErrorCode.INFERENCE_FAILED, "the hub model failed")
+            row: F32 = outcome[0]
+            return row
         loop = asyncio.get_running_loop()
         future: asyncio.Future[F32] = loop.create_future()
         self._queue.append(_Queued(embedding, future, self._clock()))

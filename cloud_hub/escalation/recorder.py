@@ -60,10 +60,15 @@ def _deliver(batch: Sequence[Item], results: Sequence[RowResult | Exception]) ->
         done(_error_for(record, result))
 
 
+def _unavailable(exc: BaseException, records: int = 1) -> ProtocolError:
+    log.error("database unavailable for %d escalation record(s): %r", records, exc)
+    return ProtocolError(ErrorCode.STORE_UNAVAILABLE, "the hub's database is unavailable")
+
+
 def _fail(batch: Sequence[Item], exc: BaseException) -> None:
-    log.error("database unavailable for %d escalation record(s): %r", len(batch), exc)
+    error = _unavailable(exc, len(batch))
     for _, done in batch:
-        done(ProtocolError(ErrorCode.STORE_UNAVAILABLE, "the hub's database is unavailable"))
+        done(error)
 
 
 class EscalationRecorder:
@@ -87,9 +92,27 @@ class EscalationRecorder:
         self._thread = threading.Thread(target=self._run, name="hub-recorder", daemon=True)
         self._thread.start()
 
-    async def record(self, record: EscalationRecord) -> None:
+    async def record(self, record: EscalationRecord, *, alone: bool = False) -> None:
         """Return once the record is committed; raise `replayed_nonce` for a repeated nonce,
-        `DeviceInactive` if its device is no longer active."""
+        `DeviceInactive` if its device is no longer active.
+
+        `alone`: no other request is on its way here, so nothing could join this group: on the
+        loop, commit at once instead of a loop iteration later."""
+        if alone and self._on_loop and not self._pending:
+            try:
+                (result,) = self._store.record_escalations(
+                    [record], connection=self._loop_connection
+                )
+            except Exception as exc:
+                if not is_busy(exc):
+                    raise _unavailable(exc) from None
+            else:
+                self._on_commit(1)
+                error = _error_for(record, result)
+                if error is not None:
+                    raise error
+                return
+            # Busy: queue it for the writer thread like any other.
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
