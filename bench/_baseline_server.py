@@ -107,8 +107,19 @@ def main() -> None:
     parser.add_argument("--wire-dtype", default="float32", help="embedding dtype on the wire")
     parser.add_argument("--reply-bytes", type=int, required=True, help="reply length to match")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the same loop the hub runs on, so that the ratio compares the work, not the loop",
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args))
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

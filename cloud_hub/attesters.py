@@ -65,11 +65,6 @@ class CollateralRefresher:
         log.info("DCAP collateral refreshed for FMSPC %s", self._platform.fmspc)
         return True
 
-    async def run(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            await self.refresh()
-
 
 def load_collateral(path: Path) -> DcapCollateral:
     try:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from cloud_hub.enrollment import create_token
 from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, sqlite_url
+from escalade_protocol import eventloop
 from escalade_protocol.artifacts import BundleError
 from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
@@ -40,8 +41,8 @@ async def _serve(config: HubConfig) -> None:
         logging.getLogger("cloud_hub").info(
             "hub listening on %s, model %s v%d, hub key %s",
             url,
-            state.model.info.model_id,
-            state.model.info.model_version,
+            state.service.model.info.model_id,
+            state.service.model.info.model_version,
             state.identity.key_id.hex(),
         )
 
@@ -66,9 +67,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         collateral_file=Path(args.collateral) if args.collateral else None,
         pccs_url=args.pccs_url,
         announce_ready=args.ready,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config))
+        eventloop.run(_serve(config), choice=args.event_loop)
     return 0
 
 
@@ -139,7 +142,7 @@ def _set_status(args: argparse.Namespace, status: str, *, only_from: str | None)
     if not changed:
         print(f"cloud-hub: error: device {device_id} is {device.status}", file=sys.stderr)
         return 2
-    print(f"device {device_id} is now {device.status} (hubs apply it within seconds)")
+    print(f"device {device_id} is now {device.status} (every hub applies it from its next commit)")
     return 0
 
 
@@ -175,6 +178,32 @@ def cmd_enclave_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _bounded_float(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    return parse
+
+
 def _with_store_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./hub-data", help="state directory (default ./hub-data)")
     p.add_argument(
@@ -203,6 +232,24 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     serve.add_argument(
         "--pccs-url", default=None, help="PCCS to fetch and refresh that collateral from"
+    )
+    serve.add_argument(
+        "--max-batch-size",
+        type=_bounded_int(1, 256),
+        default=32,
+        help="hub-model dynamic batching: most embeddings per run (1 turns it off; default 32)",
+    )
+    serve.add_argument(
+        "--max-queue-delay-ms",
+        type=_bounded_float(0.0, 1000.0),
+        default=0.0,
+        help="longest a request waits for a batch to fill (default 0: never waits)",
+    )
+    serve.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (default auto: uvloop when installed)",
     )
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
     serve.set_defaults(func=cmd_serve)
@@ -268,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), argv, expected=(HubError, BundleError, ReferenceStatsError))
+    return run_command(
+        build_parser(),
+        argv,
+        expected=(HubError, BundleError, ReferenceStatsError, eventloop.EventLoopUnavailable),
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ class HubConfig:
     timestamp_window_s: float = 60.0
     # How often devices' mean embeddings are compared with their peers'.
     cohort_interval_s: float = 300.0
+    # Dynamic batching of the hub model (Triton's max_batch_size / max_queue_delay): 0 ms runs
+    # what is queued as soon as the model is free; a delay trades latency for fuller batches.
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 0.0
+    # Fresh attestation quotes per client address: sustained per second, and burst.
+    attestation_rate_per_s: float = 1.0
+    attestation_burst: float = 10.0
     max_body_bytes: int = 1 << 20
     # Print "READY <url>" on stdout once listening, for supervisors and tests.
     announce_ready: bool = False

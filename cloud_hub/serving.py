@@ -59,7 +59,12 @@ class HubModel:
 
     def predict(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Class probabilities for one embedding of shape (embedding_dim,)."""
-        batch = embedding.reshape(1, -1).astype(np.float32, copy=False)
+        row: npt.NDArray[np.float32] = self.predict_batch(embedding.reshape(1, -1))[0]
+        return row
+
+    def predict_batch(self, embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Class probabilities for embeddings of shape (n, embedding_dim): one `session.run`."""
+        batch = embeddings.astype(np.float32, copy=False)
         (probabilities,) = self._session.run([PROBABILITIES], {EMBEDDING: batch})
-        result: npt.NDArray[np.float32] = np.asarray(probabilities[0], dtype=np.float32)
+        result: npt.NDArray[np.float32] = np.asarray(probabilities, dtype=np.float32)
         return result

@@ -26,12 +26,21 @@ def default_models_dir(dataset: str) -> Path:
     return cache / "escalade" / "models" / dataset
 
 
-def build_models(dataset: str, out: Path, seed: int) -> None:
+def build_models(
+    dataset: str,
+    out: Path,
+    seed: int,
+    *,
+    hub_hidden: tuple[int, ...] | None = None,
+    hub_epochs: int | None = None,
+) -> None:
     from escalade.modelbuild import build_bundle
 
     started = time.perf_counter()
     with progress_bar() as step:
-        manifest = build_bundle(dataset, out, seed=seed, on_step=step)
+        manifest = build_bundle(
+            dataset, out, seed=seed, on_step=step, hub_hidden=hub_hidden, hub_epochs=hub_epochs
+        )
     m = manifest.metrics
     console.print(
         f"built {manifest.model_id} v{manifest.model_version} in {out} "
@@ -45,7 +54,13 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     from escalade.modelbuild import DatasetError
 
     try:
-        build_models(args.dataset, Path(args.out).expanduser(), args.seed)
+        build_models(
+            args.dataset,
+            Path(args.out).expanduser(),
+            args.seed,
+            hub_hidden=args.hub_hidden,
+            hub_epochs=args.hub_epochs,
+        )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
         return 2
@@ -143,6 +158,23 @@ def cmd_bench_cascade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _layer_sizes(text: str) -> tuple[int, ...]:
+    sizes = tuple(_positive_int(part) for part in text.split(","))
+    if any(size > 16384 for size in sizes):
+        raise argparse.ArgumentTypeError("layer widths above 16384 are not supported")
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="escalade", description="Escalade tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--dataset", default="digits", help="dataset (digits)")
     build.add_argument("--out", required=True, help="bundle directory to write")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--hub-hidden",
+        type=_layer_sizes,
+        default=None,
+        metavar="N,N,...",
+        help="hub hidden layer widths, e.g. 2048,2048 (a costlier hub; default: the recipe's)",
+    )
+    build.add_argument("--hub-epochs", type=_positive_int, default=None, help="hub training epochs")
     build.set_defaults(func=cmd_models_build)
 
     demo = sub.add_parser("demo", help="run a hub and an agent on loopback and report figures")

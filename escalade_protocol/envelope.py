@@ -15,6 +15,7 @@ Layout of a sealed envelope (all integers big-endian)::
 
 from __future__ import annotations
 
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import Final
@@ -22,7 +23,7 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
 
-from escalade_protocol.codec import Reader, Writer
+from escalade_protocol.codec import Writer
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import (
     HUB_KEY_ID_SIZE,
@@ -71,24 +72,48 @@ class EnvelopeHeader:
 
     @classmethod
     def decode(cls, data: bytes) -> EnvelopeHeader:
-        reader = Reader(data)
-        version = reader.u8()
-        if version != ENVELOPE_VERSION:
+        # The layout `encode` writes, read with two struct calls instead of eight reader
+        # calls: this runs once per escalation on the hub's event loop.
+        if not data:
+            raise ProtocolError(ErrorCode.MALFORMED, "message is truncated")
+        if data[0] != ENVELOPE_VERSION:
             raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION, f"envelope version {version} is not supported"
+                ErrorCode.UNSUPPORTED_VERSION, f"envelope version {data[0]} is not supported"
             )
-        header = cls(
+        if len(data) < _HEADER_HEAD.size:
+            raise ProtocolError(ErrorCode.MALFORMED, "message is truncated")
+        version, device_id, text_size = _HEADER_HEAD.unpack_from(data)
+        tail = _HEADER_HEAD.size + text_size
+        _check_size(len(data), tail + _HEADER_TAIL.size)
+        try:
+            model_id = data[_HEADER_HEAD.size : tail].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(ErrorCode.MALFORMED, "text field is not UTF-8") from None
+        model_version, seq, timestamp_ms, nonce, hub_key_id = _HEADER_TAIL.unpack_from(data, tail)
+        return cls(
             version=version,
-            device_id=uuid.UUID(bytes=reader.fixed(16)),
-            model_id=reader.text(),
-            model_version=reader.u32(),
-            seq=reader.u64(),
-            timestamp_ms=reader.u64(),
-            nonce=reader.fixed(NONCE_SIZE),
-            hub_key_id=reader.fixed(HUB_KEY_ID_SIZE),
+            device_id=uuid.UUID(bytes=device_id),
+            model_id=model_id,
+            model_version=model_version,
+            seq=seq,
+            timestamp_ms=timestamp_ms,
+            nonce=nonce,
+            hub_key_id=hub_key_id,
         )
-        reader.finish()
-        return header
+
+
+# version, device id, model id length | model version, seq, timestamp, nonce, hub key id
+_HEADER_HEAD: Final = struct.Struct(">B16sH")
+_HEADER_TAIL: Final = struct.Struct(f">IQQ{NONCE_SIZE}s{HUB_KEY_ID_SIZE}s")
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+
+
+def _check_size(actual: int, expected: int) -> None:
+    if actual < expected:
+        raise ProtocolError(ErrorCode.MALFORMED, "message is truncated")
+    if actual > expected:
+        raise ProtocolError(ErrorCode.MALFORMED, "trailing bytes after message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +145,15 @@ class SealedEnvelope:
 
 
 def _signed_bytes(header_bytes: bytes, ciphertext: bytes) -> bytes:
-    return (
-        Writer().raw(SIGNATURE_DOMAIN).short_bytes(header_bytes).long_bytes(ciphertext).getvalue()
+    # = SIGNATURE_DOMAIN || short_bytes(header) || long_bytes(ciphertext), built directly.
+    return b"".join(
+        (
+            SIGNATURE_DOMAIN,
+            _U16.pack(len(header_bytes)),
+            header_bytes,
+            _U32.pack(len(ciphertext)),
+            ciphertext,
+        )
     )
 
 
@@ -146,14 +178,31 @@ def seal(
 
 
 def parse(data: bytes) -> SealedEnvelope:
-    """Split an envelope into its parts; checks structure only, nothing cryptographic."""
-    if len(data) > MAX_ENVELOPE_BYTES:
+    """Split an envelope into its parts; checks structure only, nothing cryptographic.
+
+    The layout `seal` writes, read by offsets (the hub parses one per escalation).
+    """
+    size = len(data)
+    if size > MAX_ENVELOPE_BYTES:
         raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "envelope is too large")
-    reader = Reader(data)
-    if reader.fixed(len(MAGIC)) != MAGIC:
+    if size < len(MAGIC):
+        raise ProtocolError(ErrorCode.MALFORMED, "message is truncated")
+    if data[: len(MAGIC)] != MAGIC:
         raise ProtocolError(ErrorCode.MALFORMED, "not an Escalade envelope")
-    header_bytes = reader.short_bytes()
-    ciphertext = reader.long_bytes()
-    signature = reader.fixed(SIGNATURE_SIZE)
-    reader.finish()
-    return SealedEnvelope(EnvelopeHeader.decode(header_bytes), header_bytes, ciphertext, signature)
+    start = len(MAGIC) + _U16.size
+    if size < start:
+        raise ProtocolError(ErrorCode.MALFORMED, "message is truncated")
+    (header_size,) = _U16.unpack_from(data, len(MAGIC))
+    header_end = start + header_size
+    if size < header_end + _U32.size:
+        raise ProtocolError(ErrorCode.MALFORMED, "message is truncated")
+    (ciphertext_size,) = _U32.unpack_from(data, header_end)
+    ciphertext_end = header_end + _U32.size + ciphertext_size
+    _check_size(size, ciphertext_end + SIGNATURE_SIZE)
+    header_bytes = data[start:header_end]
+    return SealedEnvelope(
+        EnvelopeHeader.decode(header_bytes),
+        header_bytes,
+        data[header_end + _U32.size : ciphertext_end],
+        data[ciphertext_end:],
+    )

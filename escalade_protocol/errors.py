@@ -32,8 +32,10 @@ class ErrorCode(StrEnum):
     BAD_PROOF = "bad_proof"
     BAD_REQUEST = "bad_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"
-    INTERNAL = "internal"
     RATE_LIMITED = "rate_limited"
+    INFERENCE_FAILED = "inference_failed"
+    STORE_UNAVAILABLE = "store_unavailable"
+    INTERNAL = "internal"
     # The agent's local API.
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -67,8 +69,13 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_HUB_KEY: 409,
     ErrorCode.UNKNOWN_MODEL: 404,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.INTERNAL: 500,
+    # Too many requests from this client (attestation: each one costs a quote); retry later.
     ErrorCode.RATE_LIMITED: 429,
+    # The hub model failed on the batch this request was in; the request may be retried.
+    ErrorCode.INFERENCE_FAILED: 503,
+    # The hub's database could not be reached or written; nothing was recorded.
+    ErrorCode.STORE_UNAVAILABLE: 503,
+    ErrorCode.INTERNAL: 500,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,

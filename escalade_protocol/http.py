@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 
 from escalade_protocol.errors import ErrorCode, ProtocolError
@@ -36,11 +38,29 @@ def error_response(error: ProtocolError) -> web.Response:
     )
 
 
-async def read_json(request: web.Request, model: type[M]) -> M:
+class UnreadableBody(ProtocolError):
+    """The body could not be read (undecodable Content-Encoding, client gone mid-body): the
+    connection is closed after the error, so aiohttp does not try to drain what is left."""
+
+
+async def read_body(request: web.Request) -> bytes:
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "request body is too large") from None
+    except (RequestPayloadError, HttpProcessingError):  # a bad gzip body, say
+        # Nothing more can be read: say so, or aiohttp tries to drain the rest after the
+        # response and logs the same decoding error again, with a traceback.
+        request.content.feed_eof()
+        raise UnreadableBody(
+            ErrorCode.BAD_REQUEST, "request body cannot be read (bad Content-Encoding?)"
+        ) from None
+    except ConnectionError:
+        raise UnreadableBody(ErrorCode.BAD_REQUEST, "client closed the connection") from None
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    body = await read_body(request)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -51,17 +71,14 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid {model.__name__}: {details}") from None
 
 
-async def read_body(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, "request body is too large") from None
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except UnreadableBody as exc:
+        response = error_response(exc)
+        response.force_close()
+        return response
     except ProtocolError as exc:
         return error_response(exc)
     except web.HTTPException as exc:
@@ -72,6 +89,28 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(ProtocolError(ErrorCode.INTERNAL, "internal error"))
+
+
+class _MalformedHttpFilter(logging.Filter):
+    """aiohttp refuses malformed HTTP (bad chunking, conflicting lengths, an unknown
+    Content-Encoding) with a 400 before any handler runs, and logs each at ERROR with a
+    traceback: a client could fill the log with them. They become one warning line each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            message = " ".join(str(error.message or type(error).__name__).split())[:200]
+            record.msg, record.args = "refused a malformed HTTP request: %r", (message,)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_malformed_http() -> None:
+    """Install the filter above on aiohttp's server logger (idempotent)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedHttpFilter) for f in logger.filters):
+        logger.addFilter(_MalformedHttpFilter())
 
 
 async def serve_until_terminated(
@@ -87,6 +126,7 @@ async def serve_until_terminated(
     `on_listening` gets the URL once the socket is bound (port 0 picks a free one); with
     `announce_ready`, ``READY <url>`` is printed on stdout for supervisors and tests.
     """
+    quiet_malformed_http()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

@@ -14,6 +14,10 @@ from escalade_protocol.errors import ErrorCode, ProtocolError
 
 DTYPE_CODES: Final[dict[str, int]] = {"float32": 1, "float16": 2}
 _CODE_TO_DTYPE: Final[dict[int, str]] = {code: name for name, code in DTYPE_CODES.items()}
+# Little-endian numpy dtypes by name, made once (np.dtype(...).newbyteorder costs µs per call).
+_WIRE_DTYPES: Final[dict[str, np.dtype[np.generic]]] = {
+    name: np.dtype(name).newbyteorder("<") for name in DTYPE_CODES
+}
 MAX_DIMS: Final = 4
 MAX_ELEMENTS: Final = 1 << 20
 
@@ -29,12 +33,11 @@ class Tensor:
         name = dtype or array.dtype.name
         if name not in DTYPE_CODES:
             raise ProtocolError(ErrorCode.BAD_TENSOR_DTYPE, f"unsupported dtype {name}")
-        le = np.ascontiguousarray(array, dtype=np.dtype(name).newbyteorder("<"))
+        le = np.ascontiguousarray(array, dtype=_WIRE_DTYPES[name])
         return cls(name, tuple(int(d) for d in le.shape), le.tobytes())
 
     def to_numpy(self) -> npt.NDArray[np.generic]:
-        dtype = np.dtype(self.dtype).newbyteorder("<")
-        return np.frombuffer(self.data, dtype=dtype).reshape(self.shape)
+        return np.frombuffer(self.data, dtype=_WIRE_DTYPES[self.dtype]).reshape(self.shape)
 
     def encode_into(self, writer: Writer) -> Writer:
         writer.u8(DTYPE_CODES[self.dtype]).u8(len(self.shape))

@@ -4,7 +4,9 @@ group commit, and the device cache."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,10 +21,12 @@ from enrollment import enroll_request
 
 from cloud_hub.app import STATE, HubState, build_state, make_app
 from cloud_hub.config import HubConfig
-from cloud_hub.devices import DeviceCache
 from cloud_hub.enrollment import create_token, enroll
-from cloud_hub.recorder import EscalationRecorder
+from cloud_hub.escalation.devices import DeviceCache
+from cloud_hub.escalation.recorder import DeviceInactive, EscalationRecorder
+from cloud_hub.poisoning import Reputation
 from cloud_hub.store import EscalationRecord, Store
+from escalade.procs import module_command, run_step
 from escalade_protocol import envelope
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import Ed25519PrivateKey
@@ -69,7 +73,7 @@ async def hub(
 
 
 async def enroll_device(hub: Hub) -> tuple[uuid.UUID, Ed25519PrivateKey]:
-    token, _ = create_token(hub.state.store)
+    token, _ = create_token(hub.state.service.store)
     key = Ed25519PrivateKey.generate()
     status, body = await hub.post("/v1/enroll", enroll_request(token, key).model_dump_json())
     assert status == 201
@@ -77,7 +81,7 @@ async def enroll_device(hub: Hub) -> tuple[uuid.UUID, Ed25519PrivateKey]:
 
 
 def sealed_for(hub: Hub, device_id: uuid.UUID, key: Ed25519PrivateKey) -> bytes:
-    m = hub.state.model.manifest
+    m = hub.state.service.model.manifest
     header = envelope.EnvelopeHeader(
         device_id=device_id,
         model_id=m.model_id,
@@ -102,7 +106,7 @@ async def test_concurrent_copies_of_one_envelope_are_answered_once(hub: Hub) -> 
     for status, raw in results:
         if status == 409:
             assert ErrorBody.model_validate_json(raw).code is ErrorCode.REPLAYED_NONCE
-    assert hub.state.store.counts().escalations == 1
+    assert hub.state.service.store.counts().escalations == 1
 
 
 async def test_many_devices_in_flight_are_all_recorded(hub: Hub) -> None:
@@ -110,7 +114,7 @@ async def test_many_devices_in_flight_are_all_recorded(hub: Hub) -> None:
     bodies = [sealed_for(hub, d, k) for d, k in devices for _ in range(10)]
     results = await asyncio.gather(*(hub.post("/v1/escalate", b) for b in bodies))
     assert all(status == 200 for status, _ in results)
-    assert hub.state.store.counts().escalations == 40
+    assert hub.state.service.store.counts().escalations == 40
 
 
 @pytest.mark.parametrize(
@@ -127,13 +131,13 @@ async def test_many_devices_in_flight_are_all_recorded(hub: Hub) -> None:
 async def test_bad_requests_get_a_stable_code_and_no_traceback(
     hub: Hub, path: str, data: bytes | str, status: int, code: ErrorCode
 ) -> None:
-    before = hub.state.store.counts()
+    before = hub.state.service.store.counts()
     got_status, raw = await hub.post(path, data)
     assert got_status == status
     error = ErrorBody.model_validate_json(raw)
     assert error.code is code
     assert "Traceback" not in error.message
-    assert hub.state.store.counts() == before
+    assert hub.state.service.store.counts() == before
 
 
 async def test_unknown_route_is_a_json_404(hub: Hub) -> None:
@@ -180,21 +184,224 @@ async def test_group_commit_refuses_only_the_replays_in_a_batch(
 def test_device_cache_expires_and_invalidates(store: Store) -> None:
     device_id = _enrolled(store)
     now = [0.0]
-    cache = DeviceCache(store, ttl_s=2.0, clock=lambda: now[0])
+    cache = DeviceCache(ttl_s=2.0, inactive_ttl_s=0.25, clock=lambda: now[0])
     assert cache.cached(device_id) is None
-    device = cache.get(device_id)
+    device = store.get_device(device_id)
     assert device is not None
-    assert device.status == "active"
-    store.set_device_status(device_id, "revoked", reason="lost")
-    assert cache.cached(device_id) == device  # still the cached copy within the TTL
+    cache.put(device)
+    cached = cache.cached(device_id)
+    assert cached is not None
+    assert cached.device == device
     now[0] = 2.5
     assert cache.cached(device_id) is None
-    refreshed = cache.get(device_id)
-    assert refreshed is not None
-    assert refreshed.status == "revoked"
-    assert cache.cached(device_id) is None  # devices that are not active are never cached
+    store.set_device_status(device_id, "revoked", reason="lost")
+    cache.put(store.get_device(device_id))
+    revoked = cache.cached(device_id)
+    assert revoked is not None
+    assert revoked.device.status == "revoked"
+    assert revoked.verify_key is None  # refused before any signature check
+    now[0] = 2.8  # ...and only briefly: a release applies within the inactive TTL
+    assert cache.cached(device_id) is None
     store.set_device_status(device_id, "active", reason="found")
-    assert cache.get(device_id) is not None
+    cache.put(store.get_device(device_id))
+    assert cache.cached(device_id) is not None
     cache.invalidate(device_id)
     assert cache.cached(device_id) is None
-    assert cache.get(uuid.uuid4()) is None  # unknown devices are never cached
+    cache.put(None)  # unknown devices are never cached
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "writer-thread"])
+async def test_a_revoked_device_is_refused_at_commit_whatever_is_cached(
+    store: Store, on_loop: bool
+) -> None:
+    """The record insert itself checks that the device is active: a revocation committed by
+    another process applies to the next commit, with no cache to wait out."""
+    device_id = _enrolled(store)
+    other = _enrolled(store)
+    recorder = EscalationRecorder(store, on_loop=on_loop)
+    try:
+        await recorder.record(_record(device_id, os.urandom(16)))
+        store.set_device_status(device_id, "revoked", reason="stolen")
+        results = await asyncio.gather(
+            recorder.record(_record(device_id, os.urandom(16))),
+            recorder.record(_record(other, os.urandom(16))),
+            return_exceptions=True,
+        )
+    finally:
+        recorder.close()
+    assert isinstance(results[0], DeviceInactive)
+    assert results[1] is None  # the other device's record in the same batch is unaffected
+    assert store.counts().escalations == 2
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "writer-thread"])
+async def test_a_bad_row_fails_only_its_own_request(store: Store, on_loop: bool) -> None:
+    """A row the database refuses (here seq beyond BIGINT, which the pipeline refuses first)
+    fails alone: honest records committed in the same group are written."""
+    device_id = _enrolled(store)
+    honest = _enrolled(store)
+    recorder = EscalationRecorder(store, on_loop=on_loop)
+    bad = dataclasses.replace(_record(device_id, os.urandom(16)), seq=1 << 63)
+    try:
+        results = await asyncio.gather(
+            recorder.record(bad),
+            *(recorder.record(_record(honest, os.urandom(16))) for _ in range(10)),
+            return_exceptions=True,
+        )
+    finally:
+        recorder.close()
+    assert isinstance(results[0], ProtocolError)
+    assert results[0].code is ErrorCode.INTERNAL
+    assert results[1:] == [None] * 10
+    assert store.counts().escalations == 10
+
+
+# -- found by an attack run against a live hub ------------------------------------------------
+
+
+def sealed_with(hub: Hub, device_id: uuid.UUID, key: Ed25519PrivateKey, **header: int) -> bytes:
+    m = hub.state.service.model.manifest
+    fields: dict[str, object] = {
+        "device_id": device_id,
+        "model_id": m.model_id,
+        "model_version": m.model_version,
+        "seq": 1,
+        "timestamp_ms": int(time.time() * 1000),
+        "nonce": os.urandom(16),
+        "hub_key_id": hub.state.identity.key_id,
+    }
+    fields.update(header)
+    payload = Tensor.from_numpy(hub.embedding, m.wire_dtype)
+    return envelope.seal(
+        envelope.EnvelopeHeader(**fields),  # type: ignore[arg-type]
+        payload,
+        device_key=key,
+        hub_key=hub.state.identity.encryption_key.public_key(),
+    )
+
+
+async def test_a_seq_beyond_the_column_is_refused_and_fails_no_one_else(hub: Hub) -> None:
+    """Before: a signed envelope with seq >= 2^63 got 500, and failed the honest requests
+    committed in the same group (113 of 150)."""
+    evil, evil_key = await enroll_device(hub)
+    honest, honest_key = await enroll_device(hub)
+    bodies = [sealed_with(hub, evil, evil_key, seq=(1 << 64) - 1)] + [
+        sealed_for(hub, honest, honest_key) for _ in range(30)
+    ]
+    results = await asyncio.gather(*(hub.post("/v1/escalate", b) for b in bodies))
+    status, raw = results[0]
+    assert status == 400
+    assert ErrorBody.model_validate_json(raw).code is ErrorCode.MALFORMED
+    assert [s for s, _ in results[1:]] == [200] * 30
+    assert hub.state.service.store.counts().escalations == 30
+
+
+async def test_revocation_applies_to_the_next_escalation(hub: Hub, tmp_path: Path) -> None:
+    """Before: after `cloud-hub devices revoke` returned, the hub accepted that device's
+    escalations for up to 1.5 s more (the device cache). The revoke runs as the real CLI."""
+    device_id, key = await enroll_device(hub)
+    status, _ = await hub.post("/v1/escalate", sealed_for(hub, device_id, key))
+    assert status == 200  # the device is now cached as active
+    await run_step(
+        module_command(
+            "cloud_hub.cli", "devices", "revoke", str(device_id), "--data-dir", str(tmp_path)
+        ),
+        what="revoke",
+    )
+    status, raw = await hub.post("/v1/escalate", sealed_for(hub, device_id, key))
+    assert status == 403
+    assert ErrorBody.model_validate_json(raw).code is ErrorCode.DEVICE_REVOKED
+    assert hub.state.service.store.counts().escalations == 1
+
+
+async def test_health_answers_at_once_while_another_process_holds_the_write_lock(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """Before: /v1/health took 2.95 s while another process held SQLite's write lock (the
+    loop waited in a commit). Now the commit goes to the writer thread; the escalation is
+    answered once the lock is released, and health never waits."""
+    device_id, key = await enroll_device(hub)
+    locker = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        escalation = asyncio.create_task(hub.post("/v1/escalate", sealed_for(hub, device_id, key)))
+        await asyncio.sleep(0.3)  # the escalation is now waiting for the lock
+        assert not escalation.done()
+        started = time.monotonic()
+        async with hub.http.get(hub.url + "/v1/health") as response:
+            assert response.status == 200
+        # Generous: the point is "not the lock's duration", not a speed target.
+        assert time.monotonic() - started < 1.0
+        locker.execute("COMMIT")
+        status, _ = await escalation
+        assert status == 200
+    finally:
+        locker.close()
+    assert hub.state.service.store.counts().escalations == 1
+
+
+async def test_attestation_is_rate_limited_per_client_and_cached_per_nonce(hub: Hub) -> None:
+    """Before: every call made the platform produce a quote, for anyone."""
+    burst = int(hub.state.config.attestation_burst)
+    nonce = os.urandom(32).hex()
+    first = await hub.post("/v1/attestation", f'{{"nonce": "{nonce}"}}')
+    assert first[0] == 200
+    for _ in range(5):  # the same nonce again: the same bundle, and no quote spent
+        assert await hub.post("/v1/attestation", f'{{"nonce": "{nonce}"}}') == first
+    for _ in range(burst - 1):
+        status, _ = await hub.post("/v1/attestation", f'{{"nonce": "{os.urandom(32).hex()}"}}')
+        assert status == 200
+    async with hub.http.post(
+        hub.url + "/v1/attestation", data=f'{{"nonce": "{os.urandom(32).hex()}"}}'
+    ) as response:
+        assert response.status == 429
+        assert int(response.headers["Retry-After"]) >= 1
+        error = ErrorBody.model_validate_json(await response.read())
+    assert error.code is ErrorCode.RATE_LIMITED
+
+
+async def test_replay_records_outside_the_window_are_pruned(hub: Hub) -> None:
+    """Before: never pruned (21.6 MB over 68,575 escalations). A record older than two
+    timestamp windows can never collide with an acceptable envelope again."""
+    device_id, key = await enroll_device(hub)
+    service = hub.state.service
+    window_ms = service.pipeline.policy.timestamp_window_ms
+    store = service.store
+    now_ms = int(time.time() * 1000)
+    old = dataclasses.replace(_record(device_id, os.urandom(16)), sent_at_ms=now_ms - 3 * window_ms)
+    recent = dataclasses.replace(_record(device_id, os.urandom(16)), sent_at_ms=now_ms)
+    store.record_escalations([old, recent])
+    await service.prune_replays()
+    assert store.counts().escalations == 1
+    # Inside the window the unique key still refuses a second use of a nonce.
+    body = sealed_for(hub, device_id, key)
+    assert (await hub.post("/v1/escalate", body))[0] == 200
+    assert (await hub.post("/v1/escalate", body))[0] == 409
+
+
+async def test_metrics_export_batch_sizes_and_outcomes(hub: Hub) -> None:
+    device_id, key = await enroll_device(hub)
+    await asyncio.gather(
+        *(hub.post("/v1/escalate", sealed_for(hub, device_id, key)) for _ in range(8))
+    )
+    await hub.post("/v1/escalate", b"junk")
+    async with hub.http.get(hub.url + "/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert 'escalade_hub_escalations_total{outcome="answered"} 8.0' in text
+    assert 'escalade_hub_escalations_total{outcome="malformed"} 1.0' in text
+    assert "escalade_hub_model_batch_size_count" in text
+    assert "escalade_hub_commit_size_sum 8.0" in text
+
+
+async def test_a_moved_reputation_is_written_behind_the_answer(hub: Hub) -> None:
+    """Honest requests never wait for a reputation UPDATE: moved CUSUMs are flushed in bulk."""
+    device_id, _ = await enroll_device(hub)
+    service = hub.state.service
+    device = service.store.get_device(device_id)
+    assert device is not None
+    service.reputations.remember(device, Reputation(cusum=3.5), persist=True)
+    assert service.store.get_device(device_id).cusum == 0.0  # type: ignore[union-attr]
+    await service.flush_reputations()
+    assert service.store.get_device(device_id).cusum == 3.5  # type: ignore[union-attr]
+    await service.flush_reputations()  # nothing pending: nothing written, nothing fails

@@ -71,6 +71,28 @@ def test_seal_open_round_trip(header: envelope.EnvelopeHeader, tensor: Tensor) -
     assert parsed.open_payload(HUB_KEY) == tensor
 
 
+@given(headers, tensors, st.data())
+def test_every_truncation_or_extension_is_malformed(
+    header: envelope.EnvelopeHeader, tensor: Tensor, data: st.DataObject
+) -> None:
+    """The offset-based parser refuses what the reader-based one refused: any cut, any extra."""
+    sealed = envelope.seal(header, tensor, device_key=DEVICE_KEY, hub_key=HUB_KEY.public_key())
+    cut = data.draw(st.integers(0, len(sealed) - 1))
+    extra = data.draw(st.binary(min_size=1, max_size=8))
+    for bad in (sealed[:cut], sealed + extra):
+        with pytest.raises(ProtocolError) as caught:
+            envelope.parse(bad)
+        assert caught.value.code is ErrorCode.MALFORMED
+    header_bytes = header.encode()
+    for bad in (
+        header_bytes[: data.draw(st.integers(1, len(header_bytes) - 1))],
+        header_bytes + extra,
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            envelope.EnvelopeHeader.decode(bad)
+        assert caught.value.code is ErrorCode.MALFORMED
+
+
 def test_encoding_is_deterministic_for_the_header() -> None:
     header = make_header()
     assert header.encode() == make_header(device_id=header.device_id).encode()

@@ -6,16 +6,31 @@ Each write is one transaction: a rejected request leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Row,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 
-from cloud_hub.store.driver_insert import DriverInsert
+from cloud_hub.audit import AuditEvidence, OperatorEvidence
+from cloud_hub.store.driver_insert import DriverInsert, RowResult
 from cloud_hub.store.schema import (
     audit_events,
     devices,
@@ -64,6 +79,13 @@ class EscalationRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SavedReputation:
+    device_id: uuid.UUID
+    generation: int
+    cusum: float
+
+
+@dataclass(frozen=True, slots=True)
 class StoreCounts:
     tokens: int
     tokens_used: int
@@ -89,13 +111,12 @@ _ESCALATION_KEYS = (
 )
 
 
-def _escalation_row(record: EscalationRecord, received_at: datetime) -> dict[str, object]:
+def _escalation_row(record: EscalationRecord) -> dict[str, object]:
     return {
         "device_id": str(record.device_id),
         "nonce": record.nonce,
         "seq": record.seq,
         "sent_at_ms": record.sent_at_ms,
-        "received_at": received_at,
         "model_id": record.model_id,
         "model_version": record.model_version,
         "label": record.label,
@@ -137,10 +158,17 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+def is_busy(error: BaseException) -> bool:
+    """True for SQLite's "database is locked": another writer holds the lock, try later."""
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error)
+    )
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert_escalations = DriverInsert(engine, escalations, _ESCALATION_KEYS)
+        self._insert_escalations = DriverInsert(engine, escalations, devices, _ESCALATION_KEYS)
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -160,6 +188,23 @@ class Store:
 
     def migrate(self) -> None:
         metadata.create_all(self.engine)
+        # Indexes added to a table that an older build created (create_all skips the table).
+        for index in escalations.indexes:
+            index.create(self.engine, checkfirst=True)
+
+    def raw_connection(self, *, wait_for_locks: bool = True) -> Any:
+        """A DBAPI connection for the record writer to hold. Without `wait_for_locks` (SQLite),
+        a statement that finds the database locked fails at once instead of waiting: the
+        event loop tries its commit and hands it to a thread when busy."""
+        connection = self.engine.raw_connection()
+        if not wait_for_locks and self.is_local:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=0")
+            # The WAL is checkpointed by a periodic job (`checkpoint`) on a worker thread, never
+            # by a commit on the loop (a checkpoint writes pages and syncs the database file).
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.close()
+        return connection
 
     def close(self) -> None:
         self.engine.dispose()
@@ -231,7 +276,7 @@ class Store:
         *,
         reason: str,
         actor: str = "operator",
-        evidence: dict[str, object] | None = None,
+        evidence: AuditEvidence | None = None,
         only_from: str | None = None,
         generation: int | None = None,
     ) -> bool:
@@ -265,7 +310,7 @@ class Store:
                     action=_STATUS_ACTIONS[status],
                     actor=actor,
                     reason=reason[:200],
-                    evidence=json.dumps(evidence or {}, sort_keys=True),
+                    evidence=(evidence or OperatorEvidence()).model_dump_json(),
                 )
             )
         return True
@@ -277,7 +322,7 @@ class Store:
         action: str,
         actor: str,
         reason: str,
-        evidence: dict[str, object],
+        evidence: AuditEvidence,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -287,7 +332,7 @@ class Store:
                     action=action,
                     actor=actor,
                     reason=reason[:200],
-                    evidence=json.dumps(evidence, sort_keys=True),
+                    evidence=evidence.model_dump_json(),
                 )
             )
 
@@ -300,6 +345,22 @@ class Store:
                 .values(cusum=cusum)
             ).rowcount
         return bool(changed == 1)
+
+    def save_reputations(self, saved: Sequence[SavedReputation]) -> int:
+        """Write several CUSUMs in one transaction; each only where its generation still
+        holds. Returns how many were written."""
+        written = 0
+        with self.engine.begin() as conn:
+            for item in saved:
+                written += conn.execute(
+                    update(devices)
+                    .where(
+                        devices.c.device_id == str(item.device_id),
+                        devices.c.generation == item.generation,
+                    )
+                    .values(cusum=item.cusum)
+                ).rowcount
+        return written
 
     def audit_log(self, device_id: uuid.UUID | None = None) -> list[AuditEvent]:
         stmt = select(audit_events).order_by(audit_events.c.id)
@@ -323,20 +384,69 @@ class Store:
 
     def record_escalation(self, record: EscalationRecord) -> None:
         """Durably record an accepted escalation; a repeated (device, nonce) is a replay."""
-        if not self.record_escalations([record])[0]:
+        (result,) = self.record_escalations([record])
+        if isinstance(result, Exception):
+            raise result
+        if result is RowResult.REPLAYED:
             raise ProtocolError(ErrorCode.REPLAYED_NONCE, "this envelope's nonce was already used")
+        if result is RowResult.DEVICE_INACTIVE:
+            raise ProtocolError(ErrorCode.DEVICE_REVOKED, "device is not active")
 
-    def record_escalations(self, records: list[EscalationRecord]) -> list[bool]:
-        """Insert records in one transaction; per record, False where it was a replay.
+    def record_escalations(
+        self, records: Sequence[EscalationRecord], *, connection: Any = None
+    ) -> list[RowResult | Exception]:
+        """Insert records whose devices are active, in one transaction; per record, how it
+        fared.
 
-        The common case is one multi-row insert. If any row repeats a (device, nonce), the
-        batch is retried row by row so that only the replays are refused.
+        The common case is one multi-row insert. If any row repeats a (device, nonce), has an
+        inactive device or fails in the database, the batch is retried row by row so that
+        only those rows are refused: one device's bad record never fails another's. A busy
+        SQLite database (`is_busy`) is raised as it is, for the caller to retry elsewhere.
         """
-        now = datetime.now(UTC)
-        rows = [_escalation_row(record, now) for record in records]
-        if self._insert_escalations.insert_all(rows):
-            return [True] * len(rows)
-        return [self._insert_escalations.insert_all([row]) for row in rows]
+        received = {"received_at": datetime.now(UTC)}
+        rows = [_escalation_row(record) for record in records]
+        with self._raw(connection) as conn:
+            try:
+                if self._insert_escalations.insert_all(conn, rows, received):
+                    return [RowResult.INSERTED] * len(rows)
+            except Exception as exc:
+                if is_busy(exc):
+                    raise
+            results: list[RowResult | Exception] = []
+            for row in rows:
+                try:
+                    results.append(self._insert_escalations.insert_one(conn, row, received))
+                except Exception as exc:
+                    if is_busy(exc):
+                        raise
+                    results.append(exc)
+            return results
+
+    def prune_escalations(self, *, sent_before_ms: int) -> int:
+        """Delete replay records no envelope can collide with any more (sent before the
+        timestamp window). Returns how many were deleted."""
+        with self.engine.begin() as conn:
+            deleted = conn.execute(
+                delete(escalations).where(escalations.c.sent_at_ms < sent_before_ms)
+            ).rowcount
+        return int(deleted)
+
+    def checkpoint(self) -> None:
+        """Fold SQLite's write-ahead log back into the database file (a no-op elsewhere)."""
+        if self.is_local:
+            with self._raw(None) as conn:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @contextlib.contextmanager
+    def _raw(self, connection: Any) -> Iterator[Any]:
+        if connection is not None:
+            yield connection
+            return
+        pooled = self.engine.raw_connection()
+        try:
+            yield pooled
+        finally:
+            pooled.close()  # back to the pool
 
     def counts(self) -> StoreCounts:
         with self.engine.connect() as conn:

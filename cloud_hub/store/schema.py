@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -46,7 +47,7 @@ devices = Table(
     Column("generation", Integer, nullable=False, default=0),
     Column("enrolled_at", DateTime(timezone=True), nullable=False),
     # Reputation: the one-sided CUSUM of standardised check scores. Honest devices sit at 0,
-    # so it is written only while it moves (see cloud_hub/reputation_book.py).
+    # so it is written only while it moves (see cloud_hub/escalation/reputation_book.py).
     Column("cusum", Float, nullable=False, default=0.0),
 )
 
@@ -69,6 +70,9 @@ escalations = Table(
     # The replay check: one accepted envelope per (device, nonce), enforced by the database so
     # that it holds across connections, threads and hub replicas alike.
     UniqueConstraint("device_id", "nonce", name="uq_escalations_device_nonce"),
+    # Pruning deletes by send time: records older than the timestamp window can never collide
+    # with an acceptable envelope again.
+    Index("ix_escalations_sent_at_ms", "sent_at_ms"),
 )
 
 audit_events = Table(

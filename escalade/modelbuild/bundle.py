@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -125,11 +126,15 @@ def build_bundle(
     seed: int = 0,
     on_step: StepCallback | None = None,
     max_train: int | None = None,
+    hub_hidden: tuple[int, ...] | None = None,
+    hub_epochs: int | None = None,
 ) -> ModelManifest:
     """Train encoder, edge head and hub on `dataset`, export them to ONNX and write a bundle.
 
     `dataset` is any name `load_dataset` accepts. `max_train` caps the training split (a
-    stratified subset; for quick builds in tests). Deterministic for a given seed and
+    stratified subset; for quick builds in tests). `hub_hidden` (and `hub_epochs`) replace the
+    recipe's hub layers: a wider hub costs more per input, which is where the hub's dynamic
+    batching pays (bench/escalation.py --batching). Deterministic for a given seed and
     machine: the same inputs give byte-identical files.
     """
     step = on_step or _no_progress
@@ -145,6 +150,11 @@ def build_bundle(
     done = stage("splitting train / calibration / test")
     split = split_dataset(data, seed, max_train=max_train)
     recipe = recipe_for(data)
+    if hub_hidden is not None:
+        # The numpy trainer: scikit-learn's MLP in float64 is too slow for wide layers.
+        recipe = replace(
+            recipe, hub_hidden=hub_hidden, hub_epochs=hub_epochs or recipe.hub_epochs, large=True
+        )
     done()
 
     encoder, head, hub = _fit_models(split, recipe, data.num_classes, seed, step)

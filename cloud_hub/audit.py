@@ -1,0 +1,51 @@
+"""Typed evidence for the audit log: what each hub or operator decision rests on.
+
+Every audit entry's evidence is one of these frozen models, tagged by `kind`, stored as its
+canonical JSON. Nothing writes a free-form dict to the log.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Evidence(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class QuarantineEvidence(_Evidence):
+    """The reputation that took a device over the limit, and the message that did it."""
+
+    kind: Literal["quarantine"] = "quarantine"
+    cusum: float
+    messages_seen: int
+    failed_checks: int
+    # None when the last message's score was not finite.
+    last_score: float | None
+    # The tier the last message failed; None when it passed.
+    last_reason: str | None
+    decision_limit: float
+
+
+class CohortEvidence(_Evidence):
+    """A device whose window mean stands apart from its peers' (or, with peers, the reference)."""
+
+    kind: Literal["cohort"] = "cohort"
+    profile: str
+    distance: float
+    # Devices flagged together (collusion), or just this one.
+    group: tuple[str, ...]
+
+
+class OperatorEvidence(_Evidence):
+    """An operator's decision: the reason is in the entry itself."""
+
+    kind: Literal["operator"] = "operator"
+
+
+AuditEvidence = Annotated[
+    QuarantineEvidence | CohortEvidence | OperatorEvidence, Field(discriminator="kind")
+]
+EVIDENCE = TypeAdapter[AuditEvidence](AuditEvidence)

@@ -1,0 +1,296 @@
+"""`EscalationService`: the one owner of the hub's escalation path and of all its state.
+
+It holds the device cache, the group-commit recorder, the reputation book, the cohort watch,
+the hub model's batcher, the executors and the background jobs. Every piece of state is
+mutated on the event loop only: worker threads get values and return values (a database read,
+a model batch, a cohort comparison over a snapshot), never a shared dict.
+
+One escalation, in order (each step may refuse with a stable code):
+
+    inspect       pipeline: structure, header ranges, hub key, model, freshness
+    device        the cache, else a read on the database thread
+    open          pipeline: status, signature, HPKE, tensor checks
+    infer         the dynamic batcher (one session.run for many requests)
+    conclude      pipeline: poisoning checks, the record
+    record        group commit: replay check + device still active, durably
+    judge         consequences: reply, reputation, quarantine (pure)
+    carry out     quarantine awaited; a moved CUSUM written behind; cohort window fed
+    answer        signed, only now that the record is committed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+from cloud_hub.audit import CohortEvidence
+from cloud_hub.escalation.batcher import BatchingConfig, DynamicBatcher
+from cloud_hub.escalation.cohort_watch import CohortWatch, ProfileFlag
+from cloud_hub.escalation.consequences import Answered, Outcome, Quarantine, judge
+from cloud_hub.escalation.devices import DeviceCache
+from cloud_hub.escalation.pipeline import (
+    F32,
+    EscalationPipeline,
+    EscalationPolicy,
+    device_refusal,
+)
+from cloud_hub.escalation.recorder import DeviceInactive, EscalationRecorder
+from cloud_hub.escalation.reputation_book import ReputationBook
+from cloud_hub.escalation.supervisor import Supervisor
+from cloud_hub.identity import HubIdentity
+from cloud_hub.metrics import HubMetrics
+from cloud_hub.poisoning import ReputationParams
+from cloud_hub.serving import HubModel
+from cloud_hub.store import Device, Store
+from escalade_protocol.errors import ErrorCode, ProtocolError
+
+log = logging.getLogger("cloud_hub")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# A hub model faster than this per batch runs on the event loop: cheaper than a thread hop.
+INLINE_MODEL_BUDGET_S = 200e-6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    policy: EscalationPolicy = field(default_factory=EscalationPolicy)
+    reputation: ReputationParams = field(default_factory=ReputationParams)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    # How often devices' mean embeddings are compared with their peers'.
+    cohort_interval_s: float = 300.0
+    # How often moved CUSUMs are written back (what a crash may lose of them).
+    reputation_flush_s: float = 1.0
+    # How often replay records older than the timestamp window are deleted.
+    prune_interval_s: float = 60.0
+    # SQLite only: how often the write-ahead log is folded back into the database.
+    checkpoint_interval_s: float = 5.0
+    # Force the model onto the loop (True) or a thread (False); None: decide by its latency.
+    model_inline: bool | None = None
+
+
+class EscalationService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        identity: HubIdentity,
+        model: HubModel,
+        metrics: HubMetrics,
+        config: ServiceConfig | None = None,
+    ) -> None:
+        self.config = config or ServiceConfig()
+        self.store = store
+        self.model = model
+        self.metrics = metrics
+        self.pipeline = EscalationPipeline(
+            identity=identity, model=model, policy=self.config.policy
+        )
+        self.devices = DeviceCache()
+        self.reputations = ReputationBook(self.config.reputation)
+        self.cohorts = CohortWatch(model.reference)
+        self.recorder = EscalationRecorder(store, on_commit=metrics.commit_size.observe)
+        # Blocking database work (device reads, enrollment, status changes, background jobs).
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
+        inline = self.config.model_inline
+        if inline is None:
+            latency = model.measure_latency()
+            inline = latency <= INLINE_MODEL_BUDGET_S
+            log.info(
+                "hub model takes %.0f us per request: it runs %s, batches of up to %d",
+                latency * 1e6,
+                "on the event loop" if inline else "on its own thread",
+                self.config.batching.max_batch_size,
+            )
+        self._model_thread = (
+            None if inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-model")
+        )
+        self.batcher = DynamicBatcher(
+            model.predict_batch,
+            self.config.batching,
+            executor=self._model_thread,
+            on_batch=metrics.batch_size.observe,
+        )
+        self._supervisor = Supervisor(on_failure=self._job_failed)
+        # Metric children resolved once: a label lookup per request is measurable here.
+        self._answered = metrics.escalations.labels("answered")
+        self._latency = metrics.escalation_seconds
+        # Escalations between body read and reply (on the loop).
+        self._in_flight = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background jobs (call on the running loop)."""
+        c = self.config
+        self._supervisor.every("cohort-sweep", c.cohort_interval_s, self._sweep_job)
+        self._supervisor.every("reputation-flush", c.reputation_flush_s, self.flush_reputations)
+        self._supervisor.every("replay-prune", c.prune_interval_s, self.prune_replays)
+        if self.store.is_local:
+            self._supervisor.every("wal-checkpoint", c.checkpoint_interval_s, self._checkpoint)
+
+    async def close(self) -> None:
+        await self._supervisor.stop()
+        self.batcher.close()
+        await self.flush_reputations()
+        self.recorder.close()
+        if self._model_thread is not None:
+            self._model_thread.shutdown(wait=True)
+        self._db.shutdown(wait=True)
+
+    async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking (database) work on the service's database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    async def escalate(self, body: bytes) -> bytes:
+        """Answer one sealed envelope, signed; raise `ProtocolError` to refuse it."""
+        started = time.perf_counter()
+        self._in_flight += 1
+        try:
+            answer = await self._escalate(body)
+        except ProtocolError as exc:
+            self.metrics.escalations.labels(exc.code.value).inc()
+            self._latency.observe(time.perf_counter() - started)
+            raise
+        finally:
+            self._in_flight -= 1
+        self._answered.inc()
+        self._latency.observe(time.perf_counter() - started)
+        return answer
+
+    async def _escalate(self, body: bytes) -> bytes:
+        pipeline = self.pipeline
+        inspected = pipeline.inspect(body)
+        device_id = inspected.header.device_id
+        cached = self.devices.cached(device_id)
+        if cached is None:
+            cached = self.devices.put(await self.blocking(self.store.get_device, device_id))
+        device = cached.device if cached is not None else None
+        # Refuses unknown and inactive devices (with their code) before any cryptography.
+        embedding = pipeline.open(inspected, device, cached.verify_key if cached else None)
+        assert device is not None
+        # With one escalation in flight nothing can join a batch or a group commit: both then
+        # run at once instead of a loop iteration later (p50 at one in flight).
+        probabilities = await self.batcher.infer(embedding, alone=self._in_flight == 1)
+        concluded = pipeline.conclude(inspected, embedding, probabilities)
+        try:
+            await self.recorder.record(concluded.record, alone=self._in_flight == 1)
+        except DeviceInactive:
+            raise await self._inactive(device_id) from None
+        outcome = judge(
+            device,
+            concluded.check,
+            self.reputations.current(device),
+            self.reputations.params,
+            answer=pipeline.unsigned_answer(concluded),
+            reject_score=pipeline.policy.reject_score,
+        )
+        await self._carry_out(device, outcome, embedding)
+        if isinstance(outcome.reply, Answered):
+            return pipeline.sign(outcome.reply.answer)
+        raise outcome.reply.error()
+
+    async def _carry_out(self, device: Device, outcome: Outcome, embedding: F32) -> None:
+        effect = outcome.effect
+        self.reputations.remember(device, outcome.reputation, persist=effect is not None)
+        if outcome.observe_cohort:
+            self.cohorts.observe(device.device_id, device.profile, embedding)
+        if isinstance(effect, Quarantine):
+            # Durable before this message's reply leaves; rare, so awaited.
+            self.reputations.forget(device.device_id)
+            self.devices.invalidate(device.device_id)
+            changed = await self.blocking(
+                self.store.set_device_status,
+                device.device_id,
+                "quarantined",
+                reason=effect.reason,
+                actor="hub",
+                evidence=effect.evidence,
+                only_from="active",
+                generation=device.generation,
+            )
+            if changed:
+                log.warning("quarantined device %s: %s", device.device_id, effect.reason)
+
+    async def _inactive(self, device_id: uuid.UUID) -> ProtocolError:
+        """The commit found the device inactive: drop what we hold and say why."""
+        self.devices.invalidate(device_id)
+        self.reputations.forget(device_id)
+        device = await self.blocking(self.store.get_device, device_id)
+        if device is None:
+            return ProtocolError(ErrorCode.UNKNOWN_DEVICE, "device is not enrolled")
+        return device_refusal(device) or ProtocolError(
+            ErrorCode.DEVICE_REVOKED, "device changed status during the request; retry"
+        )
+
+    def device_changed(self, device_id: uuid.UUID) -> None:
+        """A status change made through this hub: forget what is cached for the device."""
+        self.devices.invalidate(device_id)
+        self.reputations.forget(device_id)
+
+    # -- background jobs --------------------------------------------------------------------
+
+    async def sweep_cohorts(self) -> int:
+        """Compare devices with their peers; flags go to the audit log. Returns how many."""
+        due = self.cohorts.take_due()  # on the loop: the windows are ours alone from here
+        if not due:
+            return 0
+        loop = asyncio.get_running_loop()
+        flags = await loop.run_in_executor(self._db, self.cohorts.sweep_due, due)
+        await self.blocking(_write_cohort_flags, self.store, flags)
+        if flags:
+            log.warning("cohort sweep flagged %d device(s)", len(flags))
+        return len(flags)
+
+    async def _sweep_job(self) -> None:
+        await self.sweep_cohorts()
+
+    async def flush_reputations(self) -> None:
+        pending = self.reputations.drain()
+        if not pending:
+            return
+        try:
+            await self.blocking(self.store.save_reputations, pending)
+        except Exception:
+            self.reputations.restore(pending)  # written at the next flush instead
+            raise
+
+    async def prune_replays(self) -> None:
+        window_ms = self.pipeline.policy.timestamp_window_ms
+        # A record sent before now - window can never match an acceptable envelope again; one
+        # more window of margin covers clock steps between replicas.
+        before = time.time_ns() // 1_000_000 - 2 * window_ms
+        deleted = await self.blocking(self.store.prune_escalations, sent_before_ms=before)
+        if deleted:
+            log.info("pruned %d replay record(s) older than the timestamp window", deleted)
+
+    async def _checkpoint(self) -> None:
+        await self.blocking(self.store.checkpoint)
+
+    def _job_failed(self, name: str) -> None:
+        self.metrics.background_failures.labels(name).inc()
+
+
+def _write_cohort_flags(store: Store, flags: list[ProfileFlag]) -> None:
+    for item in flags:
+        flag = item.flag
+        where = "the fleet" if flag.reason == "fleet_outlier" else "the reference, with peers"
+        store.add_audit_event(
+            device_id=uuid.UUID(flag.device_id),
+            action=f"cohort_{flag.reason}",
+            actor="hub",
+            reason=f"window mean {flag.distance:.1f} whitened units from {where}",
+            evidence=CohortEvidence(
+                profile=item.profile, distance=round(flag.distance, 3), group=tuple(flag.group)
+            ),
+        )
