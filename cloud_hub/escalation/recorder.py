@@ -92,27 +92,13 @@ class EscalationRecorder:
         self._thread = threading.Thread(target=self._run, name="hub-recorder", daemon=True)
         self._thread.start()
 
-    async def record(self, record: EscalationRecord, *, alone: bool = False) -> None:
+    async def record(self, record: EscalationRecord) -> None:
         """Return once the record is committed; raise `replayed_nonce` for a repeated nonce,
         `DeviceInactive` if its device is no longer active.
 
-        `alone`: no other request is on its way here, so nothing could join this group: on the
-        loop, commit at once instead of a loop iteration later."""
-        if alone and self._on_loop and not self._pending:
-            try:
-                (result,) = self._store.record_escalations(
-                    [record], connection=self._loop_connection
-                )
-            except Exception as exc:
-                if not is_busy(exc):
-                    raise _unavailable(exc) from None
-            else:
-                self._on_commit(1)
-                error = _error_for(record, result)
-                if error is not None:
-                    raise error
-                return
-            # Busy: queue it for the writer thread like any other.
+        Always a loop iteration later, even with one request in flight: committing at once
+        when alone made requests that arrive together serialise (each its own ~90 µs commit
+        instead of ~4 sharing one, measured at 8 and 16 in flight)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 

@@ -179,12 +179,12 @@ class EscalationService:
         # Refuses unknown and inactive devices (with their code) before any cryptography.
         embedding = pipeline.open(inspected, device, cached.verify_key if cached else None)
         assert device is not None
-        # With one escalation in flight nothing can join a batch or a group commit: both then
-        # run at once instead of a loop iteration later (p50 at one in flight).
+        # With one escalation in flight nothing can join a batch: a model on the loop then runs
+        # at once instead of a loop iteration later (p50 at one in flight).
         probabilities = await self.batcher.infer(embedding, alone=self._in_flight == 1)
         concluded = pipeline.conclude(inspected, embedding, probabilities)
         try:
-            await self.recorder.record(concluded.record, alone=self._in_flight == 1)
+            await self.recorder.record(concluded.record)
         except DeviceInactive:
             raise await self._inactive(device_id) from None
         outcome = judge(
