@@ -35,6 +35,11 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     INFERENCE_FAILED = "inference_failed"
     STORE_UNAVAILABLE = "store_unavailable"
+    # The admin API (/admin/v1).
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
     INTERNAL = "internal"
 
 
@@ -67,6 +72,13 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INFERENCE_FAILED: 503,
     # The hub's database could not be reached or written; nothing was recorded.
     ErrorCode.STORE_UNAVAILABLE: 503,
+    # No valid admin bearer token (missing, unknown, revoked or expired).
+    ErrorCode.UNAUTHORIZED: 401,
+    # A valid admin token without the scope this operation needs.
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    # The change does not apply to the object as it is now (approving an active device).
+    ErrorCode.CONFLICT: 409,
     ErrorCode.INTERNAL: 500,
 }
 

@@ -420,6 +420,27 @@ class Store:
             rows = conn.execute(select(devices).order_by(devices.c.enrolled_at)).all()
         return [_device(row) for row in rows]
 
+    def page_devices(
+        self,
+        *,
+        status: str | None = None,
+        profile: str | None = None,
+        after: uuid.UUID | None = None,
+        limit: int = 100,
+    ) -> list[Device]:
+        """Devices in device-id order, filtered; `after` (the last id of the previous page)
+        pages through them."""
+        stmt = select(devices).order_by(devices.c.device_id).limit(limit)
+        if status is not None:
+            stmt = stmt.where(devices.c.status == status)
+        if profile is not None:
+            stmt = stmt.where(devices.c.profile == profile)
+        if after is not None:
+            stmt = stmt.where(devices.c.device_id > str(after))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_device(row) for row in rows]
+
     def set_device_status(
         self,
         device_id: uuid.UUID,
