@@ -47,7 +47,7 @@ from attestation import AppraisalPolicy
 from edge_agent.enrollment import enroll
 from edge_agent.hub_client import ENVELOPE_CONTENT_TYPE, HubClient
 from edge_agent.identity import DeviceIdentity
-from escalade.procs import Service, ServiceError, module_command, run_step, service
+from escalade.procs import Service, ServiceError, migrate_hub, module_command, run_step, service
 from escalade_protocol import envelope, eventloop
 from escalade_protocol.answer import request_digest, verify_answer
 from escalade_protocol.artifacts import (
@@ -387,6 +387,7 @@ async def start_hub(
 ) -> tuple[Service, System, DeviceIdentity]:
     """A real hub process with one enrolled device, attested as HubClient does it."""
     hub_dir = work / name
+    await migrate_hub(hub_dir)
     hub_argv = module_command(
         "cloud_hub.cli", "serve", "--data-dir", str(hub_dir), "--models", str(bundle),
         "--port", "0", "--allow-simulated-tee", "--ready", "--event-loop", event_loop, *extra,

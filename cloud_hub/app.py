@@ -18,6 +18,8 @@ from aiohttp import web
 from attestation import AttestationBundle
 from attestation.binding import NONCE_SIZE
 from attestation.pccs import PccsClient
+from cloud_hub.admin.routes import PREFIX as ADMIN_PREFIX
+from cloud_hub.admin.routes import admin_app
 from cloud_hub.attestation_desk import AttestationDesk, AttestationLimits
 from cloud_hub.attesters import Attester, CollateralRefresher, DcapAttester, make_attester
 from cloud_hub.config import HubConfig
@@ -203,4 +205,5 @@ def make_app(state: HubState) -> web.Application:
     app.router.add_post("/v1/enroll", handle_enroll)
     app.router.add_post("/v1/escalate", handle_escalate)
     register_device_reports(app, state.service.store, state.identity)
+    app.add_subapp(ADMIN_PREFIX, admin_app(state.service))
     return app

@@ -39,6 +39,21 @@ class CohortEvidence(_Evidence):
     group: tuple[str, ...]
 
 
+class EnrollmentEvidence(_Evidence):
+    """A device enrolled: the profile it reported, and whether its token approved it at once."""
+
+    kind: Literal["enrollment"] = "enrollment"
+    profile: str
+    approved: bool
+
+
+class LegacyEvidence(_Evidence):
+    """Evidence written before entries were typed (free JSON), kept verbatim."""
+
+    kind: Literal["legacy"] = "legacy"
+    raw: str
+
+
 class OperatorEvidence(_Evidence):
     """An operator's decision: the reason is in the entry itself."""
 
@@ -46,6 +61,15 @@ class OperatorEvidence(_Evidence):
 
 
 AuditEvidence = Annotated[
-    QuarantineEvidence | CohortEvidence | OperatorEvidence, Field(discriminator="kind")
+    QuarantineEvidence | CohortEvidence | EnrollmentEvidence | OperatorEvidence | LegacyEvidence,
+    Field(discriminator="kind"),
 ]
 EVIDENCE = TypeAdapter[AuditEvidence](AuditEvidence)
+
+
+def parse_evidence(stored: str) -> AuditEvidence:
+    """An entry's evidence as its model; entries from before typing come back as LegacyEvidence."""
+    try:
+        return EVIDENCE.validate_json(stored)
+    except ValueError:
+        return LegacyEvidence(raw=stored)

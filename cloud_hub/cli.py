@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import sys
@@ -12,26 +13,35 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import create_engine
+
+from cloud_hub.admin import Scope, create_admin_token
 from cloud_hub.app import build_state, make_app
 from cloud_hub.config import HubConfig
 from cloud_hub.enrollment import create_token
 from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
-from cloud_hub.store import Device, Store, sqlite_url
+from cloud_hub.store import Device, Store, migrate_database, schema_version, sqlite_url
+from cloud_hub.store.files import prepare_data_dir, prepare_sqlite_file
 from escalade_protocol import eventloop
 from escalade_protocol.artifacts import BundleError
 from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
 
 
-def _data_dir(path: str) -> Path:
-    data_dir = Path(path).expanduser()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return data_dir
+def _url(args: argparse.Namespace, *, create: bool) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    return sqlite_url(prepare_data_dir(Path(args.data_dir), create=create))
 
 
 def _store(args: argparse.Namespace) -> Store:
-    return Store.open(args.database_url or sqlite_url(_data_dir(args.data_dir)))
+    """The hub database the command names, which must exist and be migrated."""
+    return Store.open(_url(args, create=False))
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
 
 
 async def _serve(config: HubConfig) -> None:
@@ -56,8 +66,15 @@ async def _serve(config: HubConfig) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).expanduser()
+    if not args.database_url:
+        # Unless told to (--migrate), the hub creates nothing: `cloud-hub migrate` makes the
+        # data dir and the schema, and the hub refuses a database that is not this build's.
+        data_dir = prepare_data_dir(data_dir, create=args.migrate)
+    if args.migrate:
+        migrate_database(args.database_url or sqlite_url(data_dir))
     config = HubConfig(
-        data_dir=_data_dir(args.data_dir),
+        data_dir=data_dir,
         models_dir=Path(args.models).expanduser(),
         host=args.host,
         port=args.port,
@@ -70,28 +87,161 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        eventloop.run(_serve(config), choice=args.event_loop)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            eventloop.run(_serve(config), choice=args.event_loop)
+    except OSError as exc:
+        if exc.errno not in _LISTEN_ERRORS:
+            raise
+        reason = exc.strerror or str(exc)
+        raise HubError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
     return 0
+
+
+# What binding the listening socket fails with: port taken, address not ours, port privileged.
+_LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    _store(args).close()
-    print("database schema is up to date")
+    if args.check:
+        return _migrate_check(args)
+    report = migrate_database(_url(args, create=True))
+    was = report.before.status.value
+    if report.before.revision:
+        was += f" {report.before.revision}"
+    if args.json:
+        _print_json({"revision": report.revision, "before": was})
+    else:
+        print(f"hub database schema at revision {report.revision} (was: {was})")
     return 0
 
 
+def _migrate_check(args: argparse.Namespace) -> int:
+    """Say where the schema stands, change nothing: exit 0 if current, 1 if not."""
+    if args.database_url:
+        url = args.database_url
+    else:
+        data_dir = prepare_data_dir(Path(args.data_dir), create=False)
+        prepare_sqlite_file(data_dir / "hub.db", create=False)
+        url = sqlite_url(data_dir)
+    engine = create_engine(url)
+    try:
+        state = schema_version.read_state(engine)
+    finally:
+        engine.dispose()
+    current = state.status is schema_version.SchemaStatus.CURRENT
+    if args.json:
+        _print_json({"status": state.status.value, "revision": state.revision, "head": state.head})
+    else:
+        print(f"schema {state.status.value} (revision {state.revision}, this build {state.head})")
+    return 0 if current else 1
+
+
+# A token lives at least a minute and at most a year.
+_TTL_HOURS = (1 / 60, 24 * 365)
+
+
+def _ttl_hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of hours") from None
+    low, high = _TTL_HOURS
+    if not low <= value <= high:  # also refuses nan and inf
+        raise ValueError(f"must be between 1 minute ({low:.4f}) and {high:g} hours, got {text}")
+    return value
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
+    # Checked here, not by argparse, so that the refusal is one line (no usage block).
+    try:
+        ttl_hours = _ttl_hours(args.ttl_hours)
+    except ValueError as exc:
+        print(f"cloud-hub: error: --ttl-hours {exc}", file=sys.stderr)
+        return 2
+    if not 1 <= args.uses <= MAX_TOKEN_USES:
+        print(f"cloud-hub: error: --uses must be 1 to {MAX_TOKEN_USES}", file=sys.stderr)
+        return 2
     store = _store(args)
     try:
-        token, expires = create_token(store, ttl=timedelta(hours=args.ttl_hours), note=args.note)
+        token, expires = create_token(
+            store,
+            ttl=timedelta(hours=ttl_hours),
+            note=args.note,
+            uses=args.uses,
+            auto_approve=not args.manual_approval,
+        )
     finally:
         store.close()
-    if args.quiet:
+    if args.json:
+        _print_json(
+            {
+                "token": token,
+                "expires_at": expires.isoformat(),
+                "uses": args.uses,
+                "auto_approve": not args.manual_approval,
+            }
+        )
+    elif args.quiet:
         print(token)
     else:
         print(f"enrollment token (shown once, valid until {expires.isoformat()}):\n{token}")
     return 0
+
+
+MAX_TOKEN_USES = 10_000
+
+
+def cmd_create_admin_token(args: argparse.Namespace) -> int:
+    try:
+        scopes = frozenset(Scope(s) for s in args.scopes)
+    except ValueError:
+        known = ", ".join(s.value for s in Scope)
+        print(f"cloud-hub: error: --scopes takes {known}", file=sys.stderr)
+        return 2
+    ttl = None
+    if args.ttl_hours is not None:
+        try:
+            ttl = timedelta(hours=_ttl_hours(args.ttl_hours))
+        except ValueError as exc:
+            print(f"cloud-hub: error: --ttl-hours {exc}", file=sys.stderr)
+            return 2
+    store = _store(args)
+    try:
+        token = create_admin_token(store, scopes=scopes, ttl=ttl, note=args.note)
+    finally:
+        store.close()
+    if args.json:
+        _print_json({"token": token, "scopes": sorted(scopes)})
+        return 0
+    print(f"admin token with scopes {' '.join(sorted(scopes))}; shown once, only here:")
+    print(token)
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        verdict = store.verify_audit_chain()
+    finally:
+        store.close()
+    broken = verdict.first_broken
+    if args.json:
+        _print_json(
+            {
+                "ok": verdict.ok,
+                "entries": verdict.entries,
+                "last_hash": verdict.last_hash,
+                "first_broken": None
+                if broken is None
+                else {"entry_id": broken.entry_id, "reason": broken.reason},
+            }
+        )
+    elif broken is None:
+        print(f"audit chain verifies: {verdict.entries} entries, last hash {verdict.last_hash}")
+    else:
+        print(f"audit chain BROKEN at entry {broken.entry_id}: {broken.reason}")
+    return 0 if verdict.ok else 1
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
@@ -122,7 +272,9 @@ def _device_json(d: Device) -> dict[str, object]:
     }
 
 
-def _set_status(args: argparse.Namespace, status: str, *, only_from: str | None) -> int:
+def _set_status(
+    args: argparse.Namespace, status: str, *, only_from: str | None, action: str | None = None
+) -> int:
     try:
         device_id = uuid.UUID(args.device_id)
     except ValueError:
@@ -131,7 +283,12 @@ def _set_status(args: argparse.Namespace, status: str, *, only_from: str | None)
     store = _store(args)
     try:
         changed = store.set_device_status(
-            device_id, status, reason=args.reason, actor="operator", only_from=only_from
+            device_id,
+            status,
+            reason=args.reason,
+            actor="operator",
+            only_from=only_from,
+            action=action,
         )
         device = store.get_device(device_id)
     finally:
@@ -142,8 +299,15 @@ def _set_status(args: argparse.Namespace, status: str, *, only_from: str | None)
     if not changed:
         print(f"cloud-hub: error: device {device_id} is {device.status}", file=sys.stderr)
         return 2
+    if args.json:
+        _print_json(_device_json(device))
+        return 0
     print(f"device {device_id} is now {device.status} (every hub applies it from its next commit)")
     return 0
+
+
+def cmd_devices_approve(args: argparse.Namespace) -> int:
+    return _set_status(args, "active", only_from="pending", action="approve")
 
 
 def cmd_devices_release(args: argparse.Namespace) -> int:
@@ -251,21 +415,46 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="auto",
         help="event loop (default auto: uvloop when installed)",
     )
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="create the database or bring its schema up to date first (a hub whose "
+        "database only it can reach: the enclave's sealed one)",
+    )
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
     serve.set_defaults(func=cmd_serve)
 
 
 def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    migrate = _with_store_args(sub.add_parser("migrate", help="create the database schema"))
+    migrate = _with_store_args(
+        sub.add_parser("migrate", help="create the database, or bring its schema up to date")
+    )
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="only say whether the schema is current (exit 1 if not)",
+    )
+    migrate.add_argument("--json", action="store_true")
     migrate.set_defaults(func=cmd_migrate)
 
     tokens = sub.add_parser("tokens", help="enrollment tokens").add_subparsers(
         dest="tokens_command", required=True
     )
     create = _with_store_args(tokens.add_parser("create", help="create a one-time token"))
-    create.add_argument("--ttl-hours", type=float, default=24.0)
+    create.add_argument(
+        "--ttl-hours", default="24", help="validity in hours (default 24; 1 minute to a year)"
+    )
     create.add_argument("--note", default="")
+    create.add_argument(
+        "--uses", type=int, default=1, help="how many devices may enroll with it (default 1)"
+    )
+    create.add_argument(
+        "--manual-approval",
+        action="store_true",
+        help="its devices wait, pending, until `devices approve` (default: active at once)",
+    )
     create.add_argument("--quiet", action="store_true", help="print the token alone")
+    create.add_argument("--json", action="store_true")
     create.set_defaults(func=cmd_token_create)
 
     devices = sub.add_parser("devices", help="enrolled devices").add_subparsers(
@@ -275,13 +464,40 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_devices_list)
     for name, helptext, func in (
+        ("approve", "approve a pending device", cmd_devices_approve),
         ("release", "release a quarantined device", cmd_devices_release),
         ("revoke", "revoke a device for good", cmd_devices_revoke),
     ):
         p = _with_store_args(devices.add_parser(name, help=helptext))
         p.add_argument("device_id")
         p.add_argument("--reason", default=f"{name} by operator")
+        p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
+
+
+def _add_admin_access(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = _with_store_args(
+        sub.add_parser("create-admin-token", help="make an admin API token (shown once)")
+    )
+    admin.add_argument(
+        "--scopes",
+        nargs="+",
+        default=[s.value for s in Scope],
+        help="admin:read and/or admin:write (default both)",
+    )
+    admin.add_argument("--ttl-hours", default=None, help="validity in hours (default: no expiry)")
+    admin.add_argument("--note", default="")
+    admin.add_argument("--json", action="store_true")
+    admin.set_defaults(func=cmd_create_admin_token)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = _with_store_args(
+        audit.add_parser("verify", help="check the hash chain (exit 1 if broken)")
+    )
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_audit_verify)
 
 
 def _add_enclave(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -310,11 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_admin(sub)
+    _add_admin_access(sub)
     _add_enclave(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Alembic says "Context impl SQLiteImpl." on every schema check; `migrate` reports itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return run_command(
         build_parser(),
         argv,

@@ -28,13 +28,21 @@ def token_hash(token: str) -> str:
 
 
 def create_token(
-    store: Store, *, ttl: timedelta = DEFAULT_TOKEN_TTL, note: str = ""
+    store: Store,
+    *,
+    ttl: timedelta = DEFAULT_TOKEN_TTL,
+    note: str = "",
+    uses: int = 1,
+    auto_approve: bool = True,
 ) -> tuple[str, datetime]:
-    """Make a one-time enrollment token; returns it (shown once) and its expiry."""
+    """Make an enrollment token for `uses` devices (one by default); returns it (shown once)
+    and its expiry. Without `auto_approve` its devices wait, pending, for an approval."""
     # The prefix makes tokens easy to spot by secret scanners and keeps them from starting
     # with "-", which command-line parsers would read as an option.
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires = store.add_token(token_hash(token), ttl=ttl, note=note)
+    expires = store.add_token(
+        token_hash(token), ttl=ttl, note=note, uses=uses, auto_approve=auto_approve
+    )
     return token, expires
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from escalade.procs import Service, agent_command, enroll_agent, hub_command, service
+from escalade.procs import Service, agent_command, enroll_agent, hub_command, migrate_hub, service
 from escalade_protocol.artifacts import ModelManifest, load_manifest, verified_path
 from escalade_protocol.messages import (
     AnswerReason,
@@ -200,6 +200,7 @@ async def run_demo(models_dir: Path, *, progress: Progress, limit: int | None = 
         root = Path(tmp)
         hub_dir, agent_dir = root / "hub", root / "agent"
         progress("starting hub", 0, 1)
+        await migrate_hub(hub_dir)
         hub_argv = hub_command(hub_dir, models_dir, "--allow-simulated-tee")
         async with service("hub", hub_argv, log_dir=root) as hub:
             progress("starting hub", 1, 1)

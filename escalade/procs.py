@@ -119,8 +119,16 @@ async def run_step(argv: Sequence[str], *, what: str) -> str:
     return out.decode()
 
 
+async def migrate_hub(data_dir: Path) -> None:
+    """`cloud-hub migrate`: the hub serves only a database an operator created or upgraded."""
+    await run_step(
+        module_command("cloud_hub.cli", "migrate", "--data-dir", str(data_dir)),
+        what="creating the hub database",
+    )
+
+
 def hub_command(data_dir: Path, models: Path, *extra: str) -> list[str]:
-    """`cloud-hub serve` on a free loopback port, announcing READY."""
+    """`cloud-hub serve` on a free loopback port, announcing READY (after `migrate_hub`)."""
     return module_command(
         "cloud_hub.cli",
         "serve",

@@ -35,12 +35,15 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     INFERENCE_FAILED = "inference_failed"
     STORE_UNAVAILABLE = "store_unavailable"
-    INTERNAL = "internal"
-    # The agent's local API.
+    # The admin API (/admin/v1).
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    INTERNAL = "internal"
+    # The agent's local API (it also uses NOT_FOUND and UNAUTHORIZED above).
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
-    UNAUTHORIZED = "unauthorized"
     FORBIDDEN_ORIGIN = "forbidden_origin"
     NOT_READY = "not_ready"
     OUT_OF_DOMAIN = "out_of_domain"
@@ -75,11 +78,16 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INFERENCE_FAILED: 503,
     # The hub's database could not be reached or written; nothing was recorded.
     ErrorCode.STORE_UNAVAILABLE: 503,
-    ErrorCode.INTERNAL: 500,
+    # No valid admin bearer token (missing, unknown, revoked or expired).
+    ErrorCode.UNAUTHORIZED: 401,
+    # A valid admin token without the scope this operation needs.
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
+    # The change does not apply to the object as it is now (approving an active device).
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.INTERNAL: 500,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
-    ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN_ORIGIN: 403,
     ErrorCode.NOT_READY: 503,
     # The input lies outside the model bundle's input domain (agent configured to refuse).

@@ -87,7 +87,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return json_response(ErrorBody(code=code, message=exc.reason), status=exc.status)
         raise
     except Exception:
-        log.exception("unhandled error serving %s %s", request.method, request.path)
+        # %r: the path is the client's, decoded; repr keeps it from forging log lines.
+        log.exception("unhandled error serving %s %r", request.method, request.path)
         return error_response(ProtocolError(ErrorCode.INTERNAL, "internal error"))
 
 

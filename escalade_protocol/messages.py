@@ -39,11 +39,20 @@ class ErrorBody(Message):
     message: str
 
 
+# A firmware profile name as the device reports it. It picks the cohort a device is compared in
+# and appears in logs, so it is a short lowercase name, never free text (no spaces, newlines).
+PROFILE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
 class EnrollRequest(Message):
     token: str = Field(min_length=16, max_length=256)
     public_key: HexBytes = Field(description="raw Ed25519 public key, 32 bytes")
     proof: HexBytes = Field(description="signature over enrollment_proof_bytes(token, public_key)")
-    profile: str = Field(default="unknown", max_length=64)
+    profile: str = Field(
+        default="unknown",
+        pattern=PROFILE_PATTERN,
+        description="firmware profile name: lowercase letters, digits, '.', '_', '-'",
+    )
 
 
 class EnrollResponse(Message):

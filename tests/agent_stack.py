@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from escalade.procs import Service, enroll_agent, module_command, service
+from escalade.procs import Service, enroll_agent, migrate_hub, module_command, service
 from escalade_protocol.messages import AgentHealth, InferRequest, InferResponse
 
 SIMULATED = "--allow-simulated-tee"
@@ -55,6 +55,8 @@ def write_config(path: Path, *, data_dir: Path, bundle_dir: Path, extra: str = "
 async def enrolled(tmp_path: Path, bundle_dir: Path, port: int) -> AsyncIterator[Service]:
     """A hub on `port` with the agent in tmp_path/agent enrolled; yields the running hub."""
     hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+    if not (hub_dir / "hub.db").exists():
+        await migrate_hub(hub_dir)
     async with service("hub", hub_argv(hub_dir, bundle_dir, port), log_dir=tmp_path) as hub:
         if not (agent_dir / "device.json").exists():
             await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)

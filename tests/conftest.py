@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hubdb import reset_postgres
 
 from cloud_hub.poisoning import EmbeddingChecker
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Store, sqlite_url
-from cloud_hub.store.schema import metadata
 from edge_agent.profile import load_profile
 from edge_agent.runtime import EdgeRuntime
 from escalade.modelbuild import build_bundle
@@ -61,15 +61,25 @@ def _backends() -> list[object]:
 
 
 @pytest.fixture(params=_backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a real, empty database (no file yet for SQLite; a reset PostgreSQL)."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    assert POSTGRES_URL is not None
+    reset_postgres(POSTGRES_URL)
+    yield POSTGRES_URL
+
+
+@pytest.fixture(params=_backends())
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A real, empty hub database: an SQLite file, or the CI PostgreSQL server."""
     if request.param == "sqlite":
-        opened = Store.open(sqlite_url(tmp_path))
+        opened = Store.open(sqlite_url(tmp_path), migrate=True)
     else:
         assert POSTGRES_URL is not None
-        opened = Store.open(POSTGRES_URL)
-        metadata.drop_all(opened.engine)
-        metadata.create_all(opened.engine)
+        reset_postgres(POSTGRES_URL)
+        opened = Store.open(POSTGRES_URL, migrate=True)
     try:
         yield opened
     finally:

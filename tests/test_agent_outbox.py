@@ -14,12 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import create_engine
 
 from cloud_hub.device_reports import add_device_report_routes
 from cloud_hub.device_reports.queries import count_outcomes
 from cloud_hub.identity import HubIdentity
-from cloud_hub.store import Device
+from cloud_hub.store import Device, Store, sqlite_url
 from edge_agent.batcher import MicroBatcher
 from edge_agent.outbox import Outbox
 from edge_agent.profile import load_profile
@@ -134,7 +133,8 @@ async def test_concurrent_adds_share_one_commit_and_all_land(tmp_path: Path) -> 
 async def test_hub_endpoint_stores_once_acks_and_refuses_inactive_devices(
     tmp_path: Path,
 ) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    store = Store.open(sqlite_url(tmp_path), migrate=True)  # the hub's schema, migrated
+    engine = store.engine
     hub = HubIdentity.generate()
     key = Ed25519PrivateKey.generate()
     device = Device(

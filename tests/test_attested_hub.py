@@ -19,7 +19,7 @@ from fake_gramine import FakeAttestationDir
 from fake_pccs import serve_pccs
 
 from escalade.demo import infer
-from escalade.procs import agent_command, enroll_agent, hub_command, service
+from escalade.procs import agent_command, enroll_agent, hub_command, migrate_hub, service
 from escalade_protocol.artifacts import load_manifest, verified_path
 
 MRENCLAVE = b"\xe1" * 32
@@ -74,6 +74,7 @@ async def run_scenario(s: Scenario) -> None:
         make_quote=lambda report_data: s.pki.quote(report_data=report_data, mr_enclave=MRENCLAVE),
         requests=10,
     ) as fake:
+        await migrate_hub(hub_dir)
         hub_argv = hub_command(
             hub_dir, s.bundle_dir, "--attestation-dir", str(fake.root), *s.collateral_args
         )

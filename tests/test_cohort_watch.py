@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hubdb import migrated_data_dir
 
 from cloud_hub.app import build_state
+from cloud_hub.audit import CohortEvidence
 from cloud_hub.config import HubConfig
 from cloud_hub.escalation.cohort_watch import CohortWatch, DueProfile
 from cloud_hub.poisoning import EmbeddingChecker
@@ -55,7 +57,9 @@ def test_shifted_device_is_flagged_honest_fleet_is_not(bundle_dir: Path, tmp_pat
 
 async def test_sweep_writes_flags_to_the_audit_log(bundle_dir: Path, tmp_path: Path) -> None:
     state = build_state(
-        HubConfig(data_dir=tmp_path, models_dir=bundle_dir, allow_simulated_tee=True)
+        HubConfig(
+            data_dir=migrated_data_dir(tmp_path), models_dir=bundle_dir, allow_simulated_tee=True
+        )
     )
     service = state.service
     stats = service.model.reference
@@ -70,8 +74,8 @@ async def test_sweep_writes_flags_to_the_audit_log(bundle_dir: Path, tmp_path: P
         events = service.store.audit_log(odd)
         assert events
         assert events[0].action.startswith("cohort_")
-        assert events[0].evidence["profile"] == "x86-64-cpu"
-        assert events[0].evidence["kind"] == "cohort"
+        assert isinstance(events[0].evidence, CohortEvidence)
+        assert events[0].evidence.profile == "x86-64-cpu"
     finally:
         await service.close()
         state.quoting.shutdown()
@@ -83,7 +87,9 @@ async def test_sweeps_while_escalations_stream_never_race(bundle_dir: Path, tmp_
     added to them (`RuntimeError: dictionary changed size during iteration`), and the sweep
     loop then died silently. Now the loop takes the due windows; the thread gets a snapshot."""
     state = build_state(
-        HubConfig(data_dir=tmp_path, models_dir=bundle_dir, allow_simulated_tee=True)
+        HubConfig(
+            data_dir=migrated_data_dir(tmp_path), models_dir=bundle_dir, allow_simulated_tee=True
+        )
     )
     service = state.service
     pool = clean_embeddings(bundle_dir)

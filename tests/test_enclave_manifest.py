@@ -175,6 +175,8 @@ def test_every_file_the_hub_loads_is_trusted(
         "--port",
         "0",
         "--allow-simulated-tee",
+        # As the manifest starts it: the hub creates its sealed database itself.
+        "--migrate",
         "--ready",
     ]
     log = tmp_path / "hub.log"

@@ -13,7 +13,14 @@ import pytest
 
 from cloud_hub.store import Store, sqlite_url
 from escalade.demo import infer
-from escalade.procs import agent_command, enroll_agent, hub_command, module_command, service
+from escalade.procs import (
+    agent_command,
+    enroll_agent,
+    hub_command,
+    migrate_hub,
+    module_command,
+    service,
+)
 from escalade_protocol.artifacts import load_manifest, verified_path
 from escalade_protocol.messages import ErrorBody
 
@@ -49,6 +56,7 @@ async def test_uncertain_inputs_escalate_confident_ones_do_not(
     with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
         X = np.asarray(data["X"], dtype=np.float32)
     hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+    await migrate_hub(hub_dir)
     hub_argv = hub_command(hub_dir, bundle_dir, "--allow-simulated-tee")
     async with service("hub", hub_argv, log_dir=tmp_path) as hub:
         await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
@@ -180,6 +188,7 @@ async def test_escalation_budget_holds_in_the_running_agent(
     config = tmp_path / "agent.toml"
     # A threshold of 1 makes every input uncertain (float32 probabilities stay below 1 here).
     config.write_text("escalations_per_minute = 3\nadaptive_router = false\nthreshold = 1.0\n")
+    await migrate_hub(hub_dir)
     async with service(
         "hub", hub_command(hub_dir, bundle_dir, "--allow-simulated-tee"), log_dir=tmp_path
     ) as hub:

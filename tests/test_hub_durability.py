@@ -19,7 +19,7 @@ from sqlalchemy import select
 from attestation import AttestationBundle
 from cloud_hub.store import Store, sqlite_url
 from cloud_hub.store.schema import escalations
-from escalade.procs import hub_command, module_command, run_step, service
+from escalade.procs import hub_command, migrate_hub, module_command, run_step, service
 from escalade_protocol import envelope
 from escalade_protocol.artifacts import load_manifest
 from escalade_protocol.keys import Ed25519PrivateKey, load_x25519_public
@@ -34,6 +34,7 @@ async def test_kill_9_mid_burst_loses_no_answered_escalation(
     manifest = load_manifest(bundle_dir)
     answered: list[bytes] = []
     failed = 0
+    await migrate_hub(hub_dir)
     async with (
         service("hub", hub_command(hub_dir, bundle_dir, "--allow-simulated-tee"), log_dir=tmp_path)
         as hub,

@@ -35,7 +35,7 @@ from enrollment import enroll_request
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from escalade.procs import module_command, run_step, service
+from escalade.procs import migrate_hub, module_command, run_step, service
 from escalade_protocol.envelope import EnvelopeHeader, seal
 from escalade_protocol.keys import Ed25519PrivateKey, X25519PublicKey
 from escalade_protocol.tensor import Tensor
@@ -224,6 +224,7 @@ async def hub(
 ) -> AsyncIterator[FuzzHub]:
     root = tmp_path_factory.mktemp("fuzz-hub")
     data_dir = root / "hub"
+    await migrate_hub(data_dir)
     argv = module_command(
         "cloud_hub.cli",
         "serve",

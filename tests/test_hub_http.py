@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import sqlite3
 import time
@@ -18,6 +19,7 @@ import numpy.typing as npt
 import pytest
 from aiohttp import web
 from enrollment import enroll_request
+from hubdb import migrated_data_dir
 
 from cloud_hub.app import STATE, HubState, build_state, make_app
 from cloud_hub.config import HubConfig
@@ -57,7 +59,10 @@ async def hub(
     bundle_dir: Path, tmp_path: Path, clean_embedding: npt.NDArray[np.float32]
 ) -> AsyncIterator[Hub]:
     config = HubConfig(
-        data_dir=tmp_path, models_dir=bundle_dir, allow_simulated_tee=True, max_body_bytes=64 << 10
+        data_dir=migrated_data_dir(tmp_path),
+        models_dir=bundle_dir,
+        allow_simulated_tee=True,
+        max_body_bytes=64 << 10,
     )
     app = make_app(build_state(config))
     runner = web.AppRunner(app)
@@ -138,6 +143,29 @@ async def test_bad_requests_get_a_stable_code_and_no_traceback(
     assert error.code is code
     assert "Traceback" not in error.message
     assert hub.state.service.store.counts() == before
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "x\n2099-01-01 00:00:00,000 WARNING cloud_hub: forged line",
+        "X86-64-CPU",
+        "has space",
+        "-leading-dash",
+        "",
+        "a" * 65,
+    ],
+)
+async def test_a_profile_that_is_not_a_profile_name_is_refused(hub: Hub, profile: str) -> None:
+    """The profile picks the device's cohort and is logged: free text (a forged log line) is
+    refused at the wire model, before the token is spent."""
+    token, _ = create_token(hub.state.service.store)
+    body = json.loads(enroll_request(token, Ed25519PrivateKey.generate()).model_dump_json())
+    status, raw = await hub.post("/v1/enroll", json.dumps(body | {"profile": profile}))
+    assert status == 400
+    assert ErrorBody.model_validate_json(raw).code is ErrorCode.BAD_REQUEST
+    counts = hub.state.service.store.counts()
+    assert (counts.tokens_used, counts.devices) == (0, 0)
 
 
 async def test_unknown_route_is_a_json_404(hub: Hub) -> None:

@@ -15,12 +15,14 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from cloud_hub.audit import QuarantineEvidence
 from cloud_hub.store import Store, sqlite_url
 from escalade.demo import infer
 from escalade.procs import (
     agent_command,
     enroll_agent,
     hub_command,
+    migrate_hub,
     module_command,
     run_step,
     service,
@@ -74,6 +76,7 @@ async def test_misbehaving_device_is_quarantined_listed_and_released(
     with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
         inputs = np.asarray(data["X"][:60], dtype=np.float32)
     hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+    await migrate_hub(hub_dir)
     hub_argv = hub_command(hub_dir, bundle_dir, "--allow-simulated-tee")
     async with service("hub", hub_argv, log_dir=tmp_path) as hub:
         await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
@@ -111,10 +114,17 @@ async def test_misbehaving_device_is_quarantined_listed_and_released(
         try:
             events = store.audit_log()
             counts = store.counts()
+            chain = store.verify_audit_chain()
         finally:
             store.close()
-        assert [(e.action, e.actor) for e in events] == [("quarantine", "hub")]
-        assert float(events[0].evidence["cusum"]) >= 20  # type: ignore[arg-type]
+        assert [(e.action, e.actor) for e in events] == [
+            ("enroll", "device"),
+            ("quarantine", "hub"),
+        ]
+        assert isinstance(events[1].evidence, QuarantineEvidence)
+        assert events[1].evidence.cusum >= 20
+        assert chain.ok
+        assert chain.entries == 2
         # Every refused-for-poisoning message was recorded with its evidence; refusals after
         # quarantine were not (they never reached the checks).
         assert counts.escalations == first

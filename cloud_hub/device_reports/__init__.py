@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy import Engine
 
-from cloud_hub.device_reports.queries import count_outcomes, create_table, store_outcomes
+from cloud_hub.device_reports.queries import count_outcomes, store_outcomes
 from cloud_hub.identity import HubIdentity
 from cloud_hub.store import Device, Store
 from escalade_protocol.device_reports import (
@@ -41,8 +41,7 @@ PATH = "/v1/device-reports"
 def add_device_report_routes(
     app: web.Application, *, engine: Engine, identity: HubIdentity, get_device: GetDevice
 ) -> None:
-    """Register ``POST /v1/device-reports`` (and create its table if it is missing)."""
-    create_table(engine)
+    """Register ``POST /v1/device-reports`` (its table comes with migration 0004)."""
 
     async def handle(request: web.Request) -> web.Response:
         body = await read_body(request)

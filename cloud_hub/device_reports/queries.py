@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from cloud_hub.store.device_report_schema import device_reports
+from cloud_hub.store.schema import device_reports
 from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 
 _PATHS = {
@@ -18,10 +18,6 @@ _PATHS = {
     OutcomePath.ESCALATED: "escalated",
     OutcomePath.DEGRADED: "degraded",
 }
-
-
-def create_table(engine: Engine) -> None:
-    device_reports.create(engine, checkfirst=True)
 
 
 def store_outcomes(

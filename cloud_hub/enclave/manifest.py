@@ -108,6 +108,9 @@ def default_hub_args(
         host,
         "--port",
         str(port),
+        # The sealed database can be reached only from inside the enclave, so the hub there
+        # creates and migrates it itself (elsewhere an operator runs `cloud-hub migrate`).
+        "--migrate",
         *extra,
     ]
 

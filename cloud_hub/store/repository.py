@@ -7,7 +7,6 @@ Each write is one transaction: a rejected request leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Row,
     bindparam,
@@ -25,18 +25,23 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    make_url,
     select,
     update,
 )
 
-from cloud_hub.audit import AuditEvidence, OperatorEvidence
+from cloud_hub.audit import AuditEvidence, EnrollmentEvidence, OperatorEvidence
+from cloud_hub.store import audit_log, schema_version
+from cloud_hub.store.audit_chain import ChainVerdict, verify_chain
+from cloud_hub.store.audit_log import AuditEvent
 from cloud_hub.store.driver_insert import DriverInsert, RowResult
+from cloud_hub.store.files import prepare_sqlite_file
 from cloud_hub.store.schema import (
+    admin_tokens,
     audit_events,
     devices,
     enrollment_tokens,
     escalations,
-    metadata,
 )
 from escalade_protocol.errors import ErrorCode, ProtocolError
 
@@ -52,16 +57,29 @@ class Device:
     status_changed_at: datetime | None = None
     generation: int = 0
     cusum: float = 0.0
+    last_seen_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class AuditEvent:
-    at: datetime
-    device_id: uuid.UUID | None
-    action: str
-    actor: str
-    reason: str
-    evidence: dict[str, object]
+class EnrollmentToken:
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime
+    uses_left: int
+    auto_approve: bool
+    note: str
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    token_hash: str
+    scopes: frozenset[str]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +144,19 @@ def _escalation_row(record: EscalationRecord) -> dict[str, object]:
     }
 
 
-_STATUS_ACTIONS = {"active": "release", "quarantined": "quarantine", "revoked": "revoke"}
+_STATUS_ACTIONS = {
+    "active": "release",
+    "quarantined": "quarantine",
+    "revoked": "revoke",
+    "pending": "hold",
+}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; the hub writes only UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def _device(row: Row[Any]) -> Device:
@@ -140,11 +170,20 @@ def _device(row: Row[Any]) -> Device:
         status_changed_at=row.status_changed_at,
         generation=row.generation,
         cusum=row.cusum,
+        last_seen_at=row.last_seen_at,
     )
 
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'hub.db'}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file an SQLite URL names (None: not SQLite, or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -165,32 +204,57 @@ def is_busy(error: BaseException) -> bool:
     )
 
 
+def _engine(url: str, *, create: bool) -> Engine:
+    sqlite_file = _sqlite_file(url)
+    if sqlite_file is None:
+        return create_engine(url, pool_pre_ping=True)
+    prepare_sqlite_file(sqlite_file, create=create)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrate_database(url: str) -> schema_version.MigrationReport:
+    """Create the database if it is a missing SQLite file, and bring its schema to this
+    build's head: what `cloud-hub migrate` does."""
+    engine = _engine(url, create=True)
+    try:
+        return schema_version.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._insert_escalations = DriverInsert(engine, escalations, devices, _ESCALATION_KEYS)
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_engine(url, pool_pre_ping=True)
-        store = cls(engine)
-        store.migrate()
-        return store
+    def open(cls, url: str, *, migrate: bool = False) -> Store:
+        """Open the hub database at `url`, which must hold this build's schema.
+
+        Nothing is created unless `migrate` is set: then a missing SQLite file is created (0600)
+        and the schema brought to this build's head first (`migrate_database`). The hub itself
+        never changes a schema. Raises a `cloud_hub.errors.DatabaseError` saying what to run.
+        """
+        if migrate:
+            migrate_database(url)
+        engine = _engine(url, create=False)
+        try:
+            schema_version.require_current(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
 
     @property
     def is_local(self) -> bool:
         """True for an embedded database (SQLite), whose statements never wait on a network."""
         return self.engine.dialect.name == "sqlite"
 
-    def migrate(self) -> None:
-        metadata.create_all(self.engine)
-        # Indexes added to a table that an older build created (create_all skips the table).
-        for index in escalations.indexes:
-            index.create(self.engine, checkfirst=True)
+    def migrate(self) -> schema_version.MigrationReport:
+        """Bring this database's schema to this build's head (Alembic migrations)."""
+        return schema_version.upgrade(self.engine)
 
     def raw_connection(self, *, wait_for_locks: bool = True) -> Any:
         """A DBAPI connection for the record writer to hold. Without `wait_for_locks` (SQLite),
@@ -211,36 +275,103 @@ class Store:
 
     # -- enrollment -------------------------------------------------------------------------
 
-    def add_token(self, token_hash: str, *, ttl: timedelta, note: str = "") -> datetime:
+    def add_token(
+        self,
+        token_hash: str,
+        *,
+        ttl: timedelta,
+        note: str = "",
+        uses: int = 1,
+        auto_approve: bool = True,
+    ) -> datetime:
         now = datetime.now(UTC)
         expires = now + ttl
         with self.engine.begin() as conn:
             conn.execute(
                 insert(enrollment_tokens).values(
-                    token_hash=token_hash, created_at=now, expires_at=expires, note=note
+                    token_hash=token_hash,
+                    created_at=now,
+                    expires_at=expires,
+                    note=note,
+                    uses_left=uses,
+                    auto_approve=auto_approve,
                 )
             )
         return expires
 
+    def list_tokens(self) -> list[EnrollmentToken]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(enrollment_tokens).order_by(enrollment_tokens.c.created_at)
+            ).all()
+        return [
+            EnrollmentToken(
+                token_hash=row.token_hash,
+                created_at=_utc(row.created_at) or row.created_at,
+                expires_at=_utc(row.expires_at) or row.expires_at,
+                uses_left=row.uses_left,
+                auto_approve=bool(row.auto_approve),
+                note=row.note,
+                used_at=_utc(row.used_at),
+                revoked_at=_utc(row.revoked_at),
+            )
+            for row in rows
+        ]
+
+    def revoke_token(self, token_hash: str, *, actor: str = "operator") -> bool:
+        """Make an enrollment token unusable; False if there is no such unrevoked token."""
+        now = datetime.now(UTC)
+
+        def work(conn: Connection) -> bool:
+            revoked = conn.execute(
+                update(enrollment_tokens)
+                .where(
+                    enrollment_tokens.c.token_hash == token_hash,
+                    enrollment_tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now, uses_left=0)
+            ).rowcount
+            if revoked != 1:
+                return False
+            audit_log.append(
+                conn,
+                device_id=None,
+                action="token_revoke",
+                actor=actor,
+                reason=f"enrollment token {token_hash[:16]} revoked",
+                evidence=OperatorEvidence(),
+                at=now,
+            )
+            return True
+
+        return audit_log.in_chained_transaction(self.engine, work)
+
     def enroll(self, *, token_hash: str, public_key: bytes, profile: str) -> uuid.UUID:
-        """Consume a one-time token and record a new device, atomically."""
+        """Spend one use of an enrollment token and record a new device, atomically: active
+        if the token approves its devices, else pending an administrator's approval."""
         now = datetime.now(UTC)
         device_id = uuid.uuid4()
-        with self.engine.begin() as conn:
-            # Claim the token with a conditional update: of two concurrent enrollments with
-            # one token, exactly one sees rowcount 1.
+
+        def work(conn: Connection) -> uuid.UUID:
+            # Claim a use with a conditional update: of two concurrent enrollments with the
+            # token's last use, exactly one sees rowcount 1.
             claimed = conn.execute(
                 update(enrollment_tokens)
                 .where(
                     enrollment_tokens.c.token_hash == token_hash,
-                    enrollment_tokens.c.used_at.is_(None),
+                    enrollment_tokens.c.uses_left > 0,
+                    enrollment_tokens.c.revoked_at.is_(None),
                     enrollment_tokens.c.expires_at > now,
                 )
-                .values(used_at=now, device_id=str(device_id))
+                .values(
+                    uses_left=enrollment_tokens.c.uses_left - 1,
+                    used_at=now,
+                    device_id=str(device_id),
+                )
             ).rowcount
             if claimed != 1:
                 raise ProtocolError(
-                    ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired"
+                    ErrorCode.BAD_TOKEN, "enrollment token is unknown, used up, revoked or expired"
                 )
             known = conn.execute(
                 select(devices.c.device_id).where(devices.c.public_key == public_key)
@@ -248,16 +379,36 @@ class Store:
             if known is not None:
                 # Raising rolls the token claim back: the token stays usable.
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "this public key is already enrolled")
+            approved = bool(
+                conn.execute(
+                    select(enrollment_tokens.c.auto_approve).where(
+                        enrollment_tokens.c.token_hash == token_hash
+                    )
+                ).scalar_one()
+            )
             conn.execute(
                 insert(devices).values(
                     device_id=str(device_id),
                     public_key=public_key,
                     profile=profile,
-                    status="active",
+                    status="active" if approved else "pending",
+                    status_reason="" if approved else "awaiting approval",
                     enrolled_at=now,
+                    last_seen_at=now,
                 )
             )
-        return device_id
+            audit_log.append(
+                conn,
+                device_id=device_id,
+                action="enroll",
+                actor="device",
+                reason=f"enrolled with token {token_hash[:16]}",
+                evidence=EnrollmentEvidence(profile=profile, approved=approved),
+                at=now,
+            )
+            return device_id
+
+        return audit_log.in_chained_transaction(self.engine, work)
 
     def get_device(self, device_id: uuid.UUID) -> Device | None:
         with self.engine.connect() as conn:
@@ -267,6 +418,27 @@ class Store:
     def list_devices(self) -> list[Device]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(devices).order_by(devices.c.enrolled_at)).all()
+        return [_device(row) for row in rows]
+
+    def page_devices(
+        self,
+        *,
+        status: str | None = None,
+        profile: str | None = None,
+        after: uuid.UUID | None = None,
+        limit: int = 100,
+    ) -> list[Device]:
+        """Devices in device-id order, filtered; `after` (the last id of the previous page)
+        pages through them."""
+        stmt = select(devices).order_by(devices.c.device_id).limit(limit)
+        if status is not None:
+            stmt = stmt.where(devices.c.status == status)
+        if profile is not None:
+            stmt = stmt.where(devices.c.profile == profile)
+        if after is not None:
+            stmt = stmt.where(devices.c.device_id > str(after))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
         return [_device(row) for row in rows]
 
     def set_device_status(
@@ -279,11 +451,13 @@ class Store:
         evidence: AuditEvidence | None = None,
         only_from: str | None = None,
         generation: int | None = None,
+        action: str | None = None,
     ) -> bool:
         """Change a device's status and log it, atomically; False if nothing matched.
 
         `only_from` and `generation` make the change conditional (the hub quarantines only an
         active device it has seen at that generation). Releasing a device clears its CUSUM.
+        `action` names the change in the audit log (default: by the new status).
         """
         now = datetime.now(UTC)
         values: dict[str, object] = {
@@ -299,21 +473,23 @@ class Store:
             conditions.append(devices.c.status == only_from)
         if generation is not None:
             conditions.append(devices.c.generation == generation)
-        with self.engine.begin() as conn:
+
+        def work(conn: Connection) -> bool:
             changed = conn.execute(update(devices).where(*conditions).values(values)).rowcount
             if changed != 1:
                 return False
-            conn.execute(
-                insert(audit_events).values(
-                    at=now,
-                    device_id=str(device_id),
-                    action=_STATUS_ACTIONS[status],
-                    actor=actor,
-                    reason=reason[:200],
-                    evidence=(evidence or OperatorEvidence()).model_dump_json(),
-                )
+            audit_log.append(
+                conn,
+                device_id=device_id,
+                action=action or _STATUS_ACTIONS[status],
+                actor=actor,
+                reason=reason,
+                evidence=evidence or OperatorEvidence(),
+                at=now,
             )
-        return True
+            return True
+
+        return audit_log.in_chained_transaction(self.engine, work)
 
     def add_audit_event(
         self,
@@ -324,17 +500,17 @@ class Store:
         reason: str,
         evidence: AuditEvidence,
     ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(audit_events).values(
-                    at=datetime.now(UTC),
-                    device_id=str(device_id) if device_id else None,
-                    action=action,
-                    actor=actor,
-                    reason=reason[:200],
-                    evidence=evidence.model_dump_json(),
-                )
+        def work(conn: Connection) -> None:
+            audit_log.append(
+                conn,
+                device_id=device_id,
+                action=action,
+                actor=actor,
+                reason=reason,
+                evidence=evidence,
             )
+
+        audit_log.in_chained_transaction(self.engine, work)
 
     def save_reputation(self, device_id: uuid.UUID, *, generation: int, cusum: float) -> bool:
         """Store a device's CUSUM unless its status changed since `generation` was read."""
@@ -362,23 +538,86 @@ class Store:
                 ).rowcount
         return written
 
-    def audit_log(self, device_id: uuid.UUID | None = None) -> list[AuditEvent]:
-        stmt = select(audit_events).order_by(audit_events.c.id)
+    def audit_log(
+        self,
+        device_id: uuid.UUID | None = None,
+        *,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """Entries in the order they were written; `after_id` and `limit` page through."""
+        stmt = select(audit_events).where(audit_events.c.id > after_id).order_by(audit_events.c.id)
         if device_id is not None:
             stmt = stmt.where(audit_events.c.device_id == str(device_id))
+        if limit is not None:
+            stmt = stmt.limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
-        return [
-            AuditEvent(
-                at=row.at,
-                device_id=uuid.UUID(row.device_id) if row.device_id else None,
-                action=row.action,
-                actor=row.actor,
-                reason=row.reason,
-                evidence=json.loads(row.evidence),
+        return [audit_log.event(row) for row in rows]
+
+    def verify_audit_chain(self) -> ChainVerdict:
+        """Check the whole audit log's hash chain; the verdict names the first broken link."""
+        with self.engine.connect() as conn:
+            return verify_chain(audit_log.chain_entries(conn))
+
+    # -- admin tokens -----------------------------------------------------------------------
+
+    def add_admin_token(
+        self,
+        token_hash: str,
+        *,
+        scopes: frozenset[str],
+        ttl: timedelta | None = None,
+        note: str = "",
+    ) -> AdminToken:
+        now = datetime.now(UTC)
+        token = AdminToken(
+            token_hash=token_hash,
+            scopes=scopes,
+            created_at=now,
+            expires_at=now + ttl if ttl else None,
+            note=note,
+        )
+
+        def work(conn: Connection) -> None:
+            conn.execute(
+                insert(admin_tokens).values(
+                    token_hash=token_hash,
+                    scopes=" ".join(sorted(scopes)),
+                    created_at=now,
+                    expires_at=token.expires_at,
+                    note=note,
+                )
             )
-            for row in rows
-        ]
+            audit_log.append(
+                conn,
+                device_id=None,
+                action="admin_token_create",
+                actor="operator",
+                reason=f"admin token {token_hash[:16]} ({' '.join(sorted(scopes))})",
+                evidence=OperatorEvidence(),
+                at=now,
+            )
+
+        audit_log.in_chained_transaction(self.engine, work)
+        return token
+
+    def admin_token(self, token_hash: str) -> AdminToken | None:
+        """The admin token with this hash, if it exists (expired or revoked ones included)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(admin_tokens).where(admin_tokens.c.token_hash == token_hash)
+            ).first()
+        if row is None:
+            return None
+        return AdminToken(
+            token_hash=row.token_hash,
+            scopes=frozenset(row.scopes.split()),
+            created_at=_utc(row.created_at) or row.created_at,
+            expires_at=_utc(row.expires_at),
+            revoked_at=_utc(row.revoked_at),
+            note=row.note,
+        )
 
     # -- escalations ------------------------------------------------------------------------
 

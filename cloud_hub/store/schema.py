@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData()
@@ -30,6 +32,24 @@ enrollment_tokens = Table(
     Column("used_at", DateTime(timezone=True), nullable=True),
     Column("device_id", String(36), nullable=True),
     Column("note", String(200), nullable=False, default=""),
+    # How many more devices may enroll with it (1 for a one-time token).
+    Column("uses_left", Integer, nullable=False, server_default="1"),
+    # False: devices enrolled with it wait, `pending`, until an administrator approves them.
+    Column("auto_approve", Boolean, nullable=False, server_default=true()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Bearer tokens of the admin API: only their SHA-256 is stored.
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    # Space-separated: admin:read, admin:write.
+    Column("scopes", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("note", String(200), nullable=False, default=""),
 )
 
 devices = Table(
@@ -38,7 +58,7 @@ devices = Table(
     Column("device_id", String(36), primary_key=True),
     Column("public_key", LargeBinary(32), nullable=False, unique=True),
     Column("profile", String(64), nullable=False),
-    # active | quarantined | revoked
+    # pending | active | quarantined | revoked
     Column("status", String(16), nullable=False),
     Column("status_reason", String(200), nullable=False, default=""),
     Column("status_changed_at", DateTime(timezone=True), nullable=True),
@@ -49,6 +69,8 @@ devices = Table(
     # Reputation: the one-sided CUSUM of standardised check scores. Honest devices sit at 0,
     # so it is written only while it moves (see cloud_hub/escalation/reputation_book.py).
     Column("cusum", Float, nullable=False, default=0.0),
+    # Set at enrollment; later sightings are the escalation records' receive times.
+    Column("last_seen_at", DateTime(timezone=True), nullable=True),
 )
 
 escalations = Table(
@@ -86,6 +108,40 @@ audit_events = Table(
     # hub | operator
     Column("actor", String(32), nullable=False),
     Column("reason", String(200), nullable=False),
-    # JSON: the evidence the decision rests on (scores, counts)
+    # JSON: the evidence the decision rests on (an `AuditEvidence` model's canonical JSON)
     Column("evidence", Text, nullable=False, default="{}"),
+    # The hash chain (cloud_hub/store/audit_chain.py). The table is append-only: triggers made
+    # by the migrations refuse UPDATE and DELETE; a unique prev_hash keeps the chain linear.
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    UniqueConstraint("prev_hash", name="uq_audit_events_prev_hash"),
+)
+
+# What enrolled devices report after the fact (POST /v1/device-reports): outcome records
+# now, audit reveals later.
+device_reports = Table(
+    "device_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(36), nullable=False),
+    # The device's id for the item: one row per (device, record id), whatever the retries.
+    Column("record_id", String(36), nullable=False),
+    # outcome (audit_reveal later)
+    Column("kind", String(16), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("model_id", String(64), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    # local | escalated | degraded, and the agent's AnswerReason
+    Column("path", String(16), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("local_label", Integer, nullable=False),
+    Column("hub_label", Integer, nullable=True),
+    Column("signal", Float, nullable=False),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("hub_latency_us", BigInteger, nullable=True),
+    Column("hub_error", String(32), nullable=False, default=""),
+    # The item exactly as the device signed it (canonical encoding).
+    Column("body", LargeBinary, nullable=False),
+    UniqueConstraint("device_id", "record_id", name="uq_device_reports_device_record"),
 )

@@ -51,9 +51,8 @@ MALFORMED_KINDS = ("wrong_dim", "wrong_dtype", "nan", "inf")
 def run_pipeline_attacks(
     bundle_dir: Path, data_dir: Path, clean: NDArray[np.float32], per_kind: int
 ) -> PipelineOutcome:
-    store = Store.open(sqlite_url(data_dir))
+    store = Store.open(sqlite_url(data_dir), migrate=True)
     try:
-        store.migrate()
         hub = EscalationPipeline(identity=HubIdentity.generate(), model=HubModel(bundle_dir))
         key = Ed25519PrivateKey.generate()
         token, _ = create_token(store)

@@ -1,0 +1,32 @@
+"""Query parameters of the admin API's listings, as models (unknown parameters refused)."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud_hub.admin.models import MAX_PAGE, DeviceStatus
+
+
+class Query(BaseModel):
+    # Query strings are text: numbers are parsed from them (lax), anything unknown refused.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeviceQuery(Query):
+    status: DeviceStatus | None = None
+    profile: str | None = Field(default=None, max_length=64)
+    # The previous page's next_cursor.
+    cursor: uuid.UUID | None = None
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE)
+
+
+class AuditQuery(Query):
+    device_id: uuid.UUID | None = None
+    cursor: int | None = Field(default=None, ge=0)
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE)
+
+
+class NoQuery(Query):
+    pass
