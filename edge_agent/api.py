@@ -53,7 +53,7 @@ from edge_agent.runtime import F32, EdgeRuntime
 from edge_agent.transport import AiohttpTransport
 from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.http import Handler, error_response, json_response, read_json
+from escalade_protocol.http import Handler, handle_errors, json_response, read_json
 from escalade_protocol.messages import (
     AgentHealth,
     AnswerPath,
@@ -384,7 +384,7 @@ def _security(state: AgentState) -> web.middleware:  # type: ignore[valid-type]
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await _errors(request, handler)
+    response = await handle_errors(request, handler)
     if (
         request.path.startswith("/v2")
         and response.status >= 400
@@ -396,40 +396,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         v2_body = {"error": error.message, "code": error.code.value}
         response.body = json.dumps(v2_body).encode()
     return response
-
-
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ProtocolError as exc:
-        response = error_response(exc)
-        if exc.code is ErrorCode.UNAUTHORIZED:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-    except web.HTTPMethodNotAllowed as exc:
-        response = json_response(
-            ErrorBody(
-                code=ErrorCode.METHOD_NOT_ALLOWED,
-                message=f"{request.method} is not allowed here; allowed: "
-                + ", ".join(sorted(exc.allowed_methods)),
-            ),
-            status=405,
-        )
-        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
-        return response
-    except web.HTTPNotFound:
-        return json_response(
-            ErrorBody(code=ErrorCode.NOT_FOUND, message=f"no such endpoint: {request.path}"),
-            status=404,
-        )
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            code = ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL
-            return json_response(ErrorBody(code=code, message=exc.reason), status=exc.status)
-        raise
-    except Exception:
-        log.exception("unhandled error serving %s %s", request.method, request.path)
-        return error_response(ProtocolError(ErrorCode.INTERNAL, "internal error"))
 
 
 # --- lifecycle ---------------------------------------------------------------------------------

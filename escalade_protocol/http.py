@@ -71,8 +71,8 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid {model.__name__}: {details}") from None
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def handle_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run `handler`; turn every refusal into ``{"code", "message"}`` with its status."""
     try:
         return await handler(request)
     except UnreadableBody as exc:
@@ -80,16 +80,42 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.force_close()
         return response
     except ProtocolError as exc:
-        return error_response(exc)
+        response = error_response(exc)
+        if exc.code is ErrorCode.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
     except web.HTTPException as exc:
-        if exc.status >= 400:
-            code = ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL
-            return json_response(ErrorBody(code=code, message=exc.reason), status=exc.status)
-        raise
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
     except Exception:
         # %r: the path is the client's, decoded; repr keeps it from forging log lines.
         log.exception("unhandled error serving %s %r", request.method, request.path)
         return error_response(ProtocolError(ErrorCode.INTERNAL, "internal error"))
+
+
+error_middleware = web.middleware(handle_errors)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method, ...) as our JSON errors."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        response = json_response(
+            ErrorBody(
+                code=ErrorCode.METHOD_NOT_ALLOWED,
+                message=f"{request.method} is not allowed here; allowed: {', '.join(allowed)}",
+            ),
+            status=405,
+        )
+        response.headers["Allow"] = ",".join(allowed)
+        return response
+    if isinstance(exc, web.HTTPNotFound):
+        message, code = f"no such endpoint: {request.path!r}", ErrorCode.NOT_FOUND
+    else:
+        message = exc.reason
+        code = ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL
+    return json_response(ErrorBody(code=code, message=message), status=exc.status)
 
 
 class _MalformedHttpFilter(logging.Filter):

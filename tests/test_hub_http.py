@@ -171,7 +171,12 @@ async def test_a_profile_that_is_not_a_profile_name_is_refused(hub: Hub, profile
 async def test_unknown_route_is_a_json_404(hub: Hub) -> None:
     async with hub.http.get(hub.url + "/v1/nope") as response:
         assert response.status == 404
-        assert ErrorBody.model_validate_json(await response.read()).code is ErrorCode.BAD_REQUEST
+        assert ErrorBody.model_validate_json(await response.read()).code is ErrorCode.NOT_FOUND
+    async with hub.http.get(hub.url + "/v1/escalate") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+        error = ErrorBody.model_validate_json(await response.read())
+        assert error.code is ErrorCode.METHOD_NOT_ALLOWED
 
 
 def _record(device_id: uuid.UUID, nonce: bytes) -> EscalationRecord:
