@@ -20,6 +20,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from cloud_hub.device_reports.queries import count_outcomes, store_outcomes
+from cloud_hub.escalation.pipeline import device_refusal
 from cloud_hub.identity import HubIdentity
 from cloud_hub.store import Device, Store
 from escalade_protocol.device_reports import (
@@ -51,10 +52,9 @@ def add_device_report_routes(
         if device is None:
             raise ProtocolError(ErrorCode.UNKNOWN_DEVICE, "unknown device")
         signed.verify(load_ed25519_public(device.public_key))
-        if device.status == "revoked":
-            raise ProtocolError(ErrorCode.DEVICE_REVOKED, "device is revoked")
-        if device.status != "active":
-            raise ProtocolError(ErrorCode.DEVICE_QUARANTINED, f"device is {device.status}")
+        refused = device_refusal(device)  # the escalation path's rule, after the signature
+        if refused is not None:
+            raise refused
         if not hmac.compare_digest(report.hub_key_id, identity.key_id):
             raise ProtocolError(ErrorCode.UNKNOWN_HUB_KEY, "report names another hub key")
         outcomes = [i for i in report.items if isinstance(i, OutcomeRecord)]

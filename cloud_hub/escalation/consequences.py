@@ -66,6 +66,13 @@ class Outcome:
     observe_cohort: bool
 
 
+def refusal(check: CheckResult, reject_score: float) -> Refused | None:
+    """The refusal a check result earns on its own (reputation aside), or None."""
+    if check.passed or check.score <= reject_score:
+        return None
+    return Refused(ErrorCode.EMBEDDING_REJECTED, f"embedding failed the hub's {check.reason} check")
+
+
 def judge(
     device: Device,
     check: CheckResult,
@@ -81,12 +88,7 @@ def judge(
     if reputation is None:
         reputation = Reputation(cusum=device.cusum)
     after = update(reputation, check, params)
-    refused = not check.passed and check.score > reject_score
-    reply: Reply = (
-        Refused(ErrorCode.EMBEDDING_REJECTED, f"embedding failed the hub's {check.reason} check")
-        if refused
-        else Answered(answer)
-    )
+    reply: Reply = refusal(check, reject_score) or Answered(answer)
     effect: Effect | None = None
     if reputation.state == "active" and after.state == "quarantined":
         effect = Quarantine(

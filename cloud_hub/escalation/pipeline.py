@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cloud_hub.escalation.consequences import refusal
 from cloud_hub.identity import HubIdentity
 from cloud_hub.poisoning import CheckResult, EmbeddingChecker
 from cloud_hub.serving import HubModel
@@ -167,10 +168,6 @@ class EscalationPipeline:
     def sign(self, answer: Answer) -> bytes:
         return sign_answer(answer, self.identity.signing_key)
 
-    def rejects(self, check: CheckResult) -> bool:
-        """Whether a check result is bad enough to refuse the message outright."""
-        return not check.passed and check.score > self.policy.reject_score
-
     def process(self, body: bytes, store: Store, *, now_ms: int | None = None) -> bytes:
         """The whole pipeline, synchronously and unbatched, committing to `store`: for tools
         and tests (the service adds batching, reputation and the device cache)."""
@@ -178,8 +175,9 @@ class EscalationPipeline:
         embedding = self.open(inspected, store.get_device(inspected.header.device_id))
         concluded = self.conclude(inspected, embedding, self.model.predict(embedding))
         store.record_escalation(concluded.record)
-        if self.rejects(concluded.check):
-            raise embedding_rejected(concluded.check)
+        refused = refusal(concluded.check, self.policy.reject_score)
+        if refused is not None:
+            raise refused.error()
         return self.sign(self.unsigned_answer(concluded, now_ms=now_ms))
 
     def _validated_embedding(self, tensor: Tensor) -> F32:
@@ -212,12 +210,6 @@ def device_refusal(device: Device) -> ProtocolError | None:
             f"device is quarantined ({device.status_reason}); an operator must release it",
         )
     return ProtocolError(ErrorCode.DEVICE_REVOKED, f"device is {device.status}")
-
-
-def embedding_rejected(check: CheckResult) -> ProtocolError:
-    return ProtocolError(
-        ErrorCode.EMBEDDING_REJECTED, f"embedding failed the hub's {check.reason} check"
-    )
 
 
 def _now_ms() -> int:

@@ -60,13 +60,9 @@ def _deliver(batch: Sequence[Item], results: Sequence[RowResult | Exception]) ->
         done(_error_for(record, result))
 
 
-def _unavailable(exc: BaseException, records: int = 1) -> ProtocolError:
-    log.error("database unavailable for %d escalation record(s): %r", records, exc)
-    return ProtocolError(ErrorCode.STORE_UNAVAILABLE, "the hub's database is unavailable")
-
-
 def _fail(batch: Sequence[Item], exc: BaseException) -> None:
-    error = _unavailable(exc, len(batch))
+    log.error("database unavailable for %d escalation record(s): %r", len(batch), exc)
+    error = ProtocolError(ErrorCode.STORE_UNAVAILABLE, "the hub's database is unavailable")
     for _, done in batch:
         done(error)
 

@@ -175,9 +175,9 @@ class EscalationService:
         cached = self.devices.cached(device_id)
         if cached is None:
             cached = self.devices.put(await self.blocking(self.store.get_device, device_id))
-        device = cached.device if cached is not None else None
+        device, verify_key = (cached.device, cached.verify_key) if cached else (None, None)
         # Refuses unknown and inactive devices (with their code) before any cryptography.
-        embedding = pipeline.open(inspected, device, cached.verify_key if cached else None)
+        embedding = pipeline.open(inspected, device, verify_key)
         assert device is not None
         # With one escalation in flight nothing can join a batch: a model on the loop then runs
         # at once instead of a loop iteration later (p50 at one in flight).
@@ -207,8 +207,7 @@ class EscalationService:
             self.cohorts.observe(device.device_id, device.profile, embedding)
         if isinstance(effect, Quarantine):
             # Durable before this message's reply leaves; rare, so awaited.
-            self.reputations.forget(device.device_id)
-            self.devices.invalidate(device.device_id)
+            self.device_changed(device.device_id)
             changed = await self.blocking(
                 self.store.set_device_status,
                 device.device_id,
@@ -224,8 +223,7 @@ class EscalationService:
 
     async def _inactive(self, device_id: uuid.UUID) -> ProtocolError:
         """The commit found the device inactive: drop what we hold and say why."""
-        self.devices.invalidate(device_id)
-        self.reputations.forget(device_id)
+        self.device_changed(device_id)
         device = await self.blocking(self.store.get_device, device_id)
         if device is None:
             return ProtocolError(ErrorCode.UNKNOWN_DEVICE, "device is not enrolled")
