@@ -145,3 +145,21 @@ device_reports = Table(
     Column("body", LargeBinary, nullable=False),
     UniqueConstraint("device_id", "record_id", name="uq_device_reports_device_record"),
 )
+
+# Hub processes sharing this database (scale-out): each registers at start, heartbeats, and
+# marks itself stopped on a clean shutdown. A replica whose heartbeat is older than the
+# liveness window drops out of the replica list the hubs hand to agents.
+hub_replicas = Table(
+    "hub_replicas",
+    metadata,
+    Column("replica_id", String(36), primary_key=True),
+    # Where agents reach it (its advertised base URL).
+    Column("url", String(200), nullable=False),
+    # Hex SHA-256 of the replica's attested key bundle: what an agent's appraisal must match.
+    Column("key_fingerprint", String(64), nullable=False),
+    # The evidence type it attests with (sgx-gramine, simulated, ...).
+    Column("tee", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("stopped_at", DateTime(timezone=True), nullable=True),
+)
