@@ -30,8 +30,10 @@ from cloud_hub.escalation.pipeline import EscalationPolicy
 from cloud_hub.escalation.supervisor import Supervisor
 from cloud_hub.identity import HubIdentity
 from cloud_hub.metrics import CONTENT_TYPE_LATEST, HubMetrics
+from cloud_hub.replicas import ReplicaRegistry, ReplicaSettings
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Store
+from cloud_hub.store.replicas import ReplicaTable
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import (
     error_middleware,
@@ -45,7 +47,10 @@ from escalade_protocol.messages import (
     EnrollRequest,
     EnrollResponse,
     HealthBody,
+    ReplicaListRequest,
 )
+from escalade_protocol.replica_list import CONTENT_TYPE as REPLICA_LIST_CONTENT_TYPE
+from escalade_protocol.replica_list import NONCE_SIZE as REPLICA_NONCE_SIZE
 
 log = logging.getLogger("cloud_hub")
 
@@ -65,6 +70,8 @@ class HubState:
     attestations: AttestationDesk[QuoteFuture]
     # Quote generation talks to the platform's quoting enclave: one at a time, off the loop.
     quoting: ThreadPoolExecutor
+    # This replica's row in the shared replica table, and the live list agents fetch.
+    replicas: ReplicaRegistry
 
 
 STATE = web.AppKey("state", HubState)
@@ -86,7 +93,19 @@ def build_state(config: HubConfig, *, service_config: ServiceConfig | None = Non
     service = EscalationService(
         store=store, identity=identity, model=model, metrics=HubMetrics(), config=service_config
     )
+    replicas = ReplicaRegistry(
+        ReplicaTable(store.engine),
+        identity,
+        tee="simulated" if config.allow_simulated_tee else "sgx-gramine",
+        settings=ReplicaSettings(
+            advertise_url=config.advertise_url,
+            heartbeat_s=config.replica_heartbeat_s,
+            liveness_s=config.replica_liveness_s,
+        ),
+        blocking=service.blocking,
+    )
     return HubState(
+        replicas=replicas,
         config=config,
         identity=identity,
         attester=attester,
@@ -164,6 +183,16 @@ async def handle_escalate(request: web.Request) -> web.Response:
     return web.Response(body=answer, content_type=ANSWER_CONTENT_TYPE)
 
 
+async def handle_replicas(request: web.Request) -> web.Response:
+    # Served from the snapshot the heartbeat refreshes: no database on this path.
+    state = request.app[STATE]
+    body = await read_json(request, ReplicaListRequest)
+    if len(body.nonce) != REPLICA_NONCE_SIZE:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"nonce must be {REPLICA_NONCE_SIZE} bytes")
+    signed = state.replicas.signed_list(body.nonce)
+    return web.Response(body=signed, content_type=REPLICA_LIST_CONTENT_TYPE)
+
+
 def make_app(state: HubState) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
@@ -197,13 +226,27 @@ def make_app(state: HubState) -> web.Application:
             finally:
                 await jobs.stop()
 
+    async def replica_heartbeat(_app: web.Application) -> AsyncIterator[None]:
+        failures = state.service.metrics.background_failures
+        jobs = Supervisor(on_failure=lambda name: failures.labels(name).inc())
+        jobs.every(
+            "replica-heartbeat", state.replicas.settings.heartbeat_s, state.replicas.heartbeat
+        )
+        try:
+            yield
+        finally:
+            await jobs.stop()
+            await state.replicas.sign_off()
+
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(collateral)
+    app.cleanup_ctx.append(replica_heartbeat)
     app.router.add_get("/v1/health", handle_health)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/v1/attestation", handle_attestation)
     app.router.add_post("/v1/enroll", handle_enroll)
     app.router.add_post("/v1/escalate", handle_escalate)
+    app.router.add_post("/v1/replicas", handle_replicas)
     register_device_reports(app, state.service.store, state.identity)
     app.add_subapp(ADMIN_PREFIX, admin_app(state.service))
     return app

@@ -48,6 +48,7 @@ async def _serve(config: HubConfig) -> None:
     state = build_state(config)
 
     def listening(url: str) -> None:
+        state.replicas.listening(url)
         logging.getLogger("cloud_hub").info(
             "hub listening on %s, model %s v%d, hub key %s",
             url,
@@ -86,6 +87,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         announce_ready=args.ready,
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
+        advertise_url=args.advertise_url,
+        replica_heartbeat_s=args.replica_heartbeat_s,
+        # A replica is gone after five missed heartbeats.
+        replica_liveness_s=5 * args.replica_heartbeat_s,
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -408,6 +413,18 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_bounded_float(0.0, 1000.0),
         default=0.0,
         help="longest a request waits for a batch to fill (default 0: never waits)",
+    )
+    serve.add_argument(
+        "--advertise-url",
+        default=None,
+        help="URL agents reach this replica at, in the shared replica list "
+        "(default: the one it listens on)",
+    )
+    serve.add_argument(
+        "--replica-heartbeat-s",
+        type=_bounded_float(0.05, 60.0),
+        default=2.0,
+        help="how often this replica renews its entry in the replica table (default 2)",
     )
     serve.add_argument(
         "--event-loop",

@@ -35,6 +35,11 @@ class HubConfig:
     attestation_rate_per_s: float = 1.0
     attestation_burst: float = 10.0
     max_body_bytes: int = 1 << 20
+    # Scale-out: the URL agents reach this replica at (None: the one it listens on), and how
+    # often it heartbeats into the shared replica table / how old a heartbeat may be.
+    advertise_url: str | None = None
+    replica_heartbeat_s: float = 2.0
+    replica_liveness_s: float = 10.0
     # Print "READY <url>" on stdout once listening, for supervisors and tests.
     announce_ready: bool = False
 

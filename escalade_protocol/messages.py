@@ -63,6 +63,12 @@ class AttestationRequest(Message):
     nonce: HexBytes = Field(description="verifier's fresh nonce, 32 bytes")
 
 
+class ReplicaListRequest(Message):
+    nonce: HexBytes = Field(
+        description="the agent's fresh nonce, 32 bytes; the list is bound to it"
+    )
+
+
 class HubModelInfo(Message):
     model_id: str
     model_version: int
