@@ -14,6 +14,7 @@ import os
 import signal
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import pytest
 from enrollment import enroll_request
 
 from attestation import AttestationBundle
+from cloud_hub.escalation.reputation_book import ReputationBook
+from cloud_hub.poisoning import Reputation, ReputationParams
 from cloud_hub.replicas import live_entries
 from cloud_hub.store import Store
 from cloud_hub.store.replicas import ReplicaRow, ReplicaTable
@@ -35,6 +38,7 @@ from escalade_protocol.keys import (
     Ed25519PrivateKey,
     load_ed25519_public,
     load_x25519_public,
+    public_bytes,
 )
 from escalade_protocol.messages import EnrollResponse, ErrorBody
 from escalade_protocol.replica_list import (
@@ -131,6 +135,51 @@ def test_replica_table_lists_live_replicas_until_they_sign_off_or_go_quiet(store
     table.heartbeat(ReplicaRow(a.replica_id, a.url, KEY_B, "simulated", a.started_at, now))
     back = {r.url: r for r in table.live(now - timedelta(seconds=10))}
     assert back["http://a:1"].key_id == KEY_B
+
+
+def _enrolled(store: Store) -> uuid.UUID:
+    store.add_token("t" * 64, ttl=timedelta(hours=1))
+    key = Ed25519PrivateKey.generate().public_key()
+    return store.enroll(token_hash="t" * 64, public_key=public_bytes(key), profile="x86-64-cpu")
+
+
+def test_replicas_build_one_cusum_for_a_device_whose_traffic_they_split(store: Store) -> None:
+    """Two hubs' reputation books on one database: each merges its movement and reads back
+    the other's, so the device's suspicion adds up instead of being overwritten."""
+    device_id = _enrolled(store)
+    params = ReputationParams()
+    books = ReputationBook(params), ReputationBook(params)
+
+    def flush(book: ReputationBook) -> None:
+        pending = book.drain()
+        book.merged(pending, store.save_reputations(pending, ceiling=params.ceiling))
+
+    for step, book in enumerate([*books, *books], start=1):
+        device = store.get_device(device_id)
+        assert device is not None
+        before = book.current(device) or Reputation(cusum=device.cusum)
+        book.remember(device, replace(before, cusum=before.cusum + 1.0), persist=True)
+        flush(book)
+        # Every +1, whichever replica saw it, is in the database...
+        assert store.get_device(device_id).cusum == pytest.approx(step)  # type: ignore[union-attr]
+    # ...and in each replica's view after its next flush.
+    assert books[1].current(device).cusum == pytest.approx(4.0)  # type: ignore[union-attr]
+    books[0].remember(device, books[0].current(device), persist=True)  # type: ignore[arg-type]
+    flush(books[0])
+    assert books[0].current(device).cusum == pytest.approx(4.0)  # type: ignore[union-attr]
+
+
+def test_a_failed_reputation_write_is_merged_at_the_next_flush(store: Store) -> None:
+    device_id = _enrolled(store)
+    device = store.get_device(device_id)
+    assert device is not None
+    book = ReputationBook()
+    book.remember(device, Reputation(cusum=2.5), persist=True)
+    book.restore(book.drain())  # the write failed
+    pending = book.drain()
+    assert [p.delta for p in pending] == [2.5]
+    book.merged(pending, store.save_reputations(pending, ceiling=book.params.ceiling))
+    assert store.get_device(device_id).cusum == pytest.approx(2.5)  # type: ignore[union-attr]
 
 
 # --- two real replicas on one database -----------------------------------------------------------

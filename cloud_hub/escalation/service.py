@@ -258,10 +258,13 @@ class EscalationService:
         if not pending:
             return
         try:
-            await self.blocking(self.store.save_reputations, pending)
+            merged = await self.blocking(
+                self.store.save_reputations, pending, ceiling=self.reputations.params.ceiling
+            )
         except Exception:
             self.reputations.restore(pending)  # written at the next flush instead
             raise
+        self.reputations.merged(pending, merged)
 
     async def prune_replays(self) -> None:
         window_ms = self.pipeline.policy.timestamp_window_ms

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Engine,
     Row,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -98,9 +99,12 @@ class EscalationRecord:
 
 @dataclass(frozen=True, slots=True)
 class SavedReputation:
+    """How far one hub moved a device's CUSUM since its last flush (merged, not overwritten:
+    replicas sharing the database each move it)."""
+
     device_id: uuid.UUID
     generation: int
-    cusum: float
+    delta: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,21 +526,32 @@ class Store:
             ).rowcount
         return bool(changed == 1)
 
-    def save_reputations(self, saved: Sequence[SavedReputation]) -> int:
-        """Write several CUSUMs in one transaction; each only where its generation still
-        holds. Returns how many were written."""
-        written = 0
+    def save_reputations(
+        self, saved: Sequence[SavedReputation], *, ceiling: float
+    ) -> dict[uuid.UUID, float]:
+        """Merge several CUSUM movements in one transaction, each only where its generation
+        still holds, clamped to [0, ceiling] as the CUSUM itself is. Returns the merged values
+        (other replicas' movements included) of the devices written."""
+        moved = devices.c.cusum + bindparam("delta")
+        clamped = case((moved < 0.0, 0.0), (moved > ceiling, ceiling), else_=moved)
+        stmt = (
+            update(devices)
+            .where(
+                devices.c.device_id == bindparam("id"),
+                devices.c.generation == bindparam("gen"),
+            )
+            .values(cusum=clamped)
+            .returning(devices.c.cusum)
+        )
+        merged: dict[uuid.UUID, float] = {}
         with self.engine.begin() as conn:
             for item in saved:
-                written += conn.execute(
-                    update(devices)
-                    .where(
-                        devices.c.device_id == str(item.device_id),
-                        devices.c.generation == item.generation,
-                    )
-                    .values(cusum=item.cusum)
-                ).rowcount
-        return written
+                value = conn.execute(
+                    stmt, {"id": str(item.device_id), "gen": item.generation, "delta": item.delta}
+                ).scalar_one_or_none()
+                if value is not None:
+                    merged[item.device_id] = float(value)
+        return merged
 
     def audit_log(
         self,
