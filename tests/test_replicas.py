@@ -334,3 +334,12 @@ async def test_two_replicas_share_the_list_the_replay_check_and_quarantine(
             return await a.replica_urls(http) == [hub_a.url]
 
         await _until(only_a_listed)
+
+    # The escalations' sightings were written when replica A shut down cleanly.
+    store = Store.open(database_url)
+    try:
+        device = store.get_device(device_id)
+    finally:
+        store.close()
+    assert device is not None and device.last_seen_at is not None
+    assert device.last_seen_at > device.enrolled_at

@@ -68,6 +68,8 @@ class ServiceConfig:
     cohort_interval_s: float = 300.0
     # How often moved CUSUMs are written back (what a crash may lose of them).
     reputation_flush_s: float = 1.0
+    # How often devices' last sightings are written (`devices.last_seen_at`, for operators).
+    last_seen_flush_s: float = 5.0
     # How often replay records older than the timestamp window are deleted.
     prune_interval_s: float = 60.0
     # SQLite only: how often the write-ahead log is folded back into the database.
@@ -124,6 +126,8 @@ class EscalationService:
         self._latency = metrics.escalation_seconds
         # Escalations between body read and reply (on the loop).
         self._in_flight = 0
+        # When each device's latest escalation was recorded (epoch s), until the next flush.
+        self._last_seen: dict[uuid.UUID, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -133,6 +137,7 @@ class EscalationService:
         self._supervisor.every("cohort-sweep", c.cohort_interval_s, self._sweep_job)
         self._supervisor.every("reputation-flush", c.reputation_flush_s, self.flush_reputations)
         self._supervisor.every("replay-prune", c.prune_interval_s, self.prune_replays)
+        self._supervisor.every("last-seen-flush", c.last_seen_flush_s, self.flush_last_seen)
         if self.store.is_local:
             self._supervisor.every("wal-checkpoint", c.checkpoint_interval_s, self._checkpoint)
 
@@ -140,6 +145,7 @@ class EscalationService:
         await self._supervisor.stop()
         self.batcher.close()
         await self.flush_reputations()
+        await self.flush_last_seen()
         self.recorder.close()
         if self._model_thread is not None:
             self._model_thread.shutdown(wait=True)
@@ -187,6 +193,7 @@ class EscalationService:
             await self.recorder.record(concluded.record)
         except DeviceInactive:
             raise await self._inactive(device_id) from None
+        self._last_seen[device_id] = time.time()
         outcome = judge(
             device,
             concluded.check,
@@ -265,6 +272,17 @@ class EscalationService:
             self.reputations.restore(pending)  # written at the next flush instead
             raise
         self.reputations.merged(pending, merged)
+
+    async def flush_last_seen(self) -> None:
+        seen, self._last_seen = self._last_seen, {}
+        if not seen:
+            return
+        try:
+            await self.blocking(self.store.touch_devices, seen)
+        except Exception:
+            for device_id, at in seen.items():  # written at the next flush instead
+                self._last_seen[device_id] = max(at, self._last_seen.get(device_id, at))
+            raise
 
     async def prune_replays(self) -> None:
         window_ms = self.pipeline.policy.timestamp_window_ms

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     make_url,
+    or_,
     select,
     update,
 )
@@ -552,6 +553,24 @@ class Store:
                 if value is not None:
                     merged[item.device_id] = float(value)
         return merged
+
+    def touch_devices(self, seen: Mapping[uuid.UUID, float]) -> None:
+        """Record when devices were last seen (epoch seconds), never moving a time back."""
+        t = devices.c
+        stmt = (
+            update(devices)
+            .where(
+                t.device_id == bindparam("id"),
+                or_(t.last_seen_at.is_(None), t.last_seen_at < bindparam("at")),
+            )
+            .values(last_seen_at=bindparam("at"))
+        )
+        rows = [
+            {"id": str(device_id), "at": datetime.fromtimestamp(at, UTC)}
+            for device_id, at in seen.items()
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
 
     def audit_log(
         self,
