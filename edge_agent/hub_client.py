@@ -41,7 +41,14 @@ from escalade_protocol.answer import Answer, request_digest, verify_answer
 from escalade_protocol.artifacts import ModelManifest
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import Ed25519PublicKey, X25519PublicKey
-from escalade_protocol.messages import AnswerReason, AttestationRequest, ErrorBody
+from escalade_protocol.messages import (
+    AnswerReason,
+    AttestationRequest,
+    ErrorBody,
+    ReplicaListRequest,
+)
+from escalade_protocol.replica_list import NONCE_SIZE as REPLICA_NONCE_SIZE
+from escalade_protocol.replica_list import ReplicaList, verify_replica_list
 from escalade_protocol.tensor import Tensor
 
 log = logging.getLogger("edge_agent.hub")
@@ -258,6 +265,19 @@ class HubClient:
             failure = HubUnavailable(AnswerReason.BAD_ANSWER, f"hub answer rejected: {exc}")
             raise self._failed(failure) from None
         return EscalationResult(answer=answer, verdict=hub.verdict, bytes_sent=len(sealed))
+
+    async def replicas(self) -> ReplicaList:
+        """The hub's live replicas, signed by its attested key and bound to a fresh nonce."""
+        self._admit()
+        hub = await self._attested()
+        nonce = os.urandom(REPLICA_NONCE_SIZE)
+        body = ReplicaListRequest(nonce=nonce).model_dump_json().encode()
+        raw = await self._call("/v1/replicas", body, "application/json")
+        try:
+            return verify_replica_list(raw, hub.signing_key, issuer_key_id=hub.key_id, nonce=nonce)
+        except ProtocolError as exc:
+            failure = HubUnavailable(AnswerReason.BAD_ANSWER, f"hub replica list rejected: {exc}")
+            raise self._failed(failure) from None
 
     async def post(self, path: str, body: bytes, content_type: str) -> bytes:
         """A signed device call besides escalation (device reports), through the same breaker."""
