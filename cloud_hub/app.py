@@ -22,6 +22,7 @@ from cloud_hub.admin.routes import PREFIX as ADMIN_PREFIX
 from cloud_hub.admin.routes import admin_app
 from cloud_hub.attestation_desk import AttestationDesk, AttestationLimits
 from cloud_hub.attesters import Attester, CollateralRefresher, DcapAttester, make_attester
+from cloud_hub.audits import AuditPolicy
 from cloud_hub.config import HubConfig
 from cloud_hub.device_reports import register_device_reports
 from cloud_hub.enrollment import enroll
@@ -89,6 +90,7 @@ def build_state(config: HubConfig, *, service_config: ServiceConfig | None = Non
             max_queue_delay_s=config.max_queue_delay_ms / 1000,
         ),
         cohort_interval_s=config.cohort_interval_s,
+        audit=AuditPolicy(rate=config.audit_rate, deadline_s=config.audit_deadline_s),
     )
     service = EscalationService(
         store=store, identity=identity, model=model, metrics=HubMetrics(), config=service_config
@@ -158,7 +160,7 @@ async def handle_attestation(request: web.Request) -> web.Response:
     counter.labels("quoted").inc()
     loop = asyncio.get_running_loop()
     quote = loop.run_in_executor(
-        state.quoting, state.identity.attest, state.attester, body.nonce, state.service.model.info
+        state.quoting, state.identity.attest, state.attester, body.nonce, state.service.model_info
     )
     desk.cache.put(body.nonce, quote)
     try:
@@ -247,6 +249,8 @@ def make_app(state: HubState) -> web.Application:
     app.router.add_post("/v1/enroll", handle_enroll)
     app.router.add_post("/v1/escalate", handle_escalate)
     app.router.add_post("/v1/replicas", handle_replicas)
-    register_device_reports(app, state.service.store, state.identity)
+    register_device_reports(
+        app, state.service.store, state.identity, on_reveal=state.service.reveal
+    )
     app.add_subapp(ADMIN_PREFIX, admin_app(state.service))
     return app

@@ -39,6 +39,28 @@ class CohortEvidence(_Evidence):
     group: tuple[str, ...]
 
 
+class AuditProofEvidence(_Evidence):
+    """An audit by re-encoding that the device failed: the proof is its own signed envelope.
+
+    The envelope's signature (by the device's enrolled key) covers the header, and the header's
+    commitment binds the input the device claimed to the embedding it sent; the hub, inside the
+    attested enclave, found the revealed input not to match that commitment, or the model's
+    encoder to turn it into another embedding, or no reveal by the deadline. The revealed input
+    itself is never kept."""
+
+    kind: Literal["audit"] = "audit"
+    # An `AuditOutcome` value: commitment_mismatch, encoding_mismatch, bad_input, no_reveal.
+    outcome: str
+    request_digest: str
+    commitment: str
+    # The whole sealed envelope (hex): header, ciphertext and the device's signature.
+    envelope: str
+    embedding_sha256: str
+    distance: float | None
+    tolerance: float
+    model_version: int
+
+
 class EnrollmentEvidence(_Evidence):
     """A device enrolled: the profile it reported, and whether its token approved it at once."""
 
@@ -61,7 +83,12 @@ class OperatorEvidence(_Evidence):
 
 
 AuditEvidence = Annotated[
-    QuarantineEvidence | CohortEvidence | EnrollmentEvidence | OperatorEvidence | LegacyEvidence,
+    QuarantineEvidence
+    | CohortEvidence
+    | AuditProofEvidence
+    | EnrollmentEvidence
+    | OperatorEvidence
+    | LegacyEvidence,
     Field(discriminator="kind"),
 ]
 EVIDENCE = TypeAdapter[AuditEvidence](AuditEvidence)

@@ -87,6 +87,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         announce_ready=args.ready,
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
+        audit_rate=args.audit_rate,
+        audit_deadline_s=args.audit_deadline_s,
         advertise_url=args.advertise_url,
         replica_heartbeat_s=args.replica_heartbeat_s,
         # A replica is gone after five missed heartbeats.
@@ -413,6 +415,19 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_bounded_float(0.0, 1000.0),
         default=0.0,
         help="longest a request waits for a batch to fill (default 0: never waits)",
+    )
+    serve.add_argument(
+        "--audit-rate",
+        type=_bounded_float(0.0, 1.0),
+        default=0.0,
+        help="share of answered escalations audited by re-encoding: the device reveals that "
+        "input to the enclave (default 0: off; docs/provenance.md)",
+    )
+    serve.add_argument(
+        "--audit-deadline-s",
+        type=_bounded_float(1.0, 86400.0),
+        default=120.0,
+        help="how long a device has to reveal an audited input before it is quarantined",
     )
     serve.add_argument(
         "--advertise-url",

@@ -35,6 +35,10 @@ class HubConfig:
     attestation_rate_per_s: float = 1.0
     attestation_burst: float = 10.0
     max_body_bytes: int = 1 << 20
+    # Audits by re-encoding: the share of answered escalations audited (0: off), and how long
+    # a device has to reveal an audited input.
+    audit_rate: float = 0.0
+    audit_deadline_s: float = 120.0
     # Scale-out: the URL agents reach this replica at (None: the one it listens on), and how
     # often it heartbeats into the shared replica table / how old a heartbeat may be.
     advertise_url: str | None = None

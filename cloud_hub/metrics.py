@@ -55,5 +55,13 @@ class HubMetrics:
             registry=self.registry,
         )
 
+        self.audits = Counter(
+            "escalade_hub_audits",
+            "Audits by re-encoding, by outcome: passed, commitment_mismatch, encoding_mismatch, "
+            "bad_input, no_reveal",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

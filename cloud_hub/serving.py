@@ -22,6 +22,7 @@ from escalade_protocol.messages import HubModelInfo
 
 class HubModel:
     def __init__(self, bundle_dir: Path, *, threads: int = 1) -> None:
+        self.bundle_dir = bundle_dir
         self.manifest: ModelManifest = load_manifest(bundle_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

@@ -20,7 +20,8 @@ from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import HUB_KEY_ID_SIZE, Ed25519PrivateKey, Ed25519PublicKey
 from escalade_protocol.tensor import Tensor
 
-ANSWER_VERSION: Final = 1
+# 2: the answer says whether the hub audits this escalation (asks for its input's reveal).
+ANSWER_VERSION: Final = 2
 MAGIC: Final = b"ESA1"
 SIGNATURE_DOMAIN: Final = b"escalade/v1/answer\x00"
 
@@ -38,6 +39,8 @@ class Answer:
     label: int
     probabilities: Tensor
     timestamp_ms: int
+    # The hub selected this escalation for an audit: reveal its input (`provenance`).
+    audit: bool = False
     version: int = ANSWER_VERSION
 
     def encode(self) -> bytes:
@@ -50,7 +53,12 @@ class Answer:
             .u32(self.model_version)
             .u16(self.label)
         )
-        return self.probabilities.encode_into(writer).u64(self.timestamp_ms).getvalue()
+        return (
+            self.probabilities.encode_into(writer)
+            .u64(self.timestamp_ms)
+            .u8(1 if self.audit else 0)
+            .getvalue()
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Answer:
@@ -67,9 +75,16 @@ class Answer:
             label=reader.u16(),
             probabilities=Tensor.decode_from(reader),
             timestamp_ms=reader.u64(),
+            audit=_flag(reader.u8()),
         )
         reader.finish()
         return answer
+
+
+def _flag(value: int) -> bool:
+    if value > 1:
+        raise ProtocolError(ErrorCode.MALFORMED, "answer flag is not 0 or 1")
+    return value == 1
 
 
 def sign_answer(answer: Answer, hub_key: Ed25519PrivateKey) -> bytes:

@@ -1,8 +1,8 @@
 """Signed device reports: what a device tells its hub after the fact, and the hub's signed ack.
 
 One generic message for every kind of report: a `DeviceReport` carries a tagged union of items
-(`OutcomeRecord` now; tag 2 is reserved for audit reveals). Layout (integers big-endian, the
-project's canonical codec, so equal reports encode to equal bytes)::
+(`OutcomeRecord`, and `AuditReveal` when the hub audits an escalation). Layout (integers
+big-endian, the project's canonical codec, so equal reports encode to equal bytes)::
 
     report: "ESR1" | u32 len | body | 64-byte Ed25519 signature by the device key
       body: u8 version | device id (16) | u64 sent_at_ms | nonce (16) | hub key id | u16 n | items
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -47,7 +48,8 @@ _F64 = struct.Struct(">d")
 
 class ReportKind(IntEnum):
     OUTCOME = 1
-    # AUDIT_REVEAL = 2: reserved for revealing audited inputs on the hub's request.
+    # The input and salt of an audited escalation, sealed to the hub (`provenance`).
+    AUDIT_REVEAL = 2
 
 
 class OutcomePath(IntEnum):
@@ -124,8 +126,43 @@ class OutcomeRecord:
         )
 
 
-ReportItem = OutcomeRecord
-_DECODERS = {ReportKind.OUTCOME: OutcomeRecord.decode}
+@dataclass(frozen=True, slots=True)
+class AuditReveal:
+    """The sealed reveal (`provenance.seal_reveal`) for the escalation whose signed answer
+    asked for an audit, named by that request's digest."""
+
+    record_id: uuid.UUID
+    request_digest: bytes
+    sealed: bytes
+
+    KIND = ReportKind.AUDIT_REVEAL
+
+    def encode(self) -> bytes:
+        return (
+            Writer()
+            .fixed(self.record_id.bytes, 16)
+            .fixed(self.request_digest, 32)
+            .long_bytes(self.sealed)
+            .getvalue()
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> AuditReveal:
+        r = Reader(data)
+        item = cls(
+            record_id=uuid.UUID(bytes=r.fixed(16)),
+            request_digest=r.fixed(32),
+            sealed=r.long_bytes(),
+        )
+        r.finish()
+        return item
+
+
+ReportItem = OutcomeRecord | AuditReveal
+_DECODERS: dict[ReportKind, Callable[[bytes], ReportItem]] = {
+    ReportKind.OUTCOME: OutcomeRecord.decode,
+    ReportKind.AUDIT_REVEAL: AuditReveal.decode,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Layout of a sealed envelope (all integers big-endian)::
 
     "ESC1" | u16 len | header | u32 len | hpke_enc || ciphertext | 64-byte Ed25519 signature
 
-- header: version, device id, model id + version, sequence number, timestamp, nonce, hub key id.
+- header: version, device id, model id + version, sequence number, timestamp, nonce, hub key id,
+  and the input commitment (`provenance`: binds the embedding to the input it encodes).
 - The payload (a `Tensor`) is sealed with HPKE base mode (RFC 9180: DHKEM(X25519, HKDF-SHA256),
   HKDF-SHA256, AES-256-GCM) to the hub's attested X25519 key. The header is bound into the
   HPKE key schedule through `info`, so a payload cannot be moved under another header.
@@ -34,9 +35,11 @@ from escalade_protocol.keys import (
 )
 from escalade_protocol.tensor import Tensor
 
-ENVELOPE_VERSION: Final = 1
+# 2: the header carries an input commitment.
+ENVELOPE_VERSION: Final = 2
 MAGIC: Final = b"ESC1"
 NONCE_SIZE: Final = 16
+COMMITMENT_SIZE: Final = 32
 SIGNATURE_SIZE: Final = 64
 MAX_ENVELOPE_BYTES: Final = 1 << 22
 
@@ -54,6 +57,8 @@ class EnvelopeHeader:
     timestamp_ms: int
     nonce: bytes
     hub_key_id: bytes
+    # `provenance.commit(...)`; all zero commits to nothing (and fails any audit).
+    commitment: bytes = bytes(COMMITMENT_SIZE)
     version: int = ENVELOPE_VERSION
 
     def encode(self) -> bytes:
@@ -67,6 +72,7 @@ class EnvelopeHeader:
             .u64(self.timestamp_ms)
             .fixed(self.nonce, NONCE_SIZE)
             .fixed(self.hub_key_id, HUB_KEY_ID_SIZE)
+            .fixed(self.commitment, COMMITMENT_SIZE)
             .getvalue()
         )
 
@@ -89,7 +95,9 @@ class EnvelopeHeader:
             model_id = data[_HEADER_HEAD.size : tail].decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError(ErrorCode.MALFORMED, "text field is not UTF-8") from None
-        model_version, seq, timestamp_ms, nonce, hub_key_id = _HEADER_TAIL.unpack_from(data, tail)
+        model_version, seq, timestamp_ms, nonce, hub_key_id, commitment = _HEADER_TAIL.unpack_from(
+            data, tail
+        )
         return cls(
             version=version,
             device_id=uuid.UUID(bytes=device_id),
@@ -99,12 +107,14 @@ class EnvelopeHeader:
             timestamp_ms=timestamp_ms,
             nonce=nonce,
             hub_key_id=hub_key_id,
+            commitment=commitment,
         )
 
 
-# version, device id, model id length | model version, seq, timestamp, nonce, hub key id
+# version, device id, model id length | model version, seq, timestamp, nonce, hub key id,
+# commitment
 _HEADER_HEAD: Final = struct.Struct(">B16sH")
-_HEADER_TAIL: Final = struct.Struct(f">IQQ{NONCE_SIZE}s{HUB_KEY_ID_SIZE}s")
+_HEADER_TAIL: Final = struct.Struct(f">IQQ{NONCE_SIZE}s{HUB_KEY_ID_SIZE}s{COMMITMENT_SIZE}s")
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
 

@@ -75,6 +75,10 @@ class HubModelInfo(Message):
     embedding_dim: int
     num_classes: int
     wire_dtype: Literal["float32", "float16"]
+    # The share of answered escalations this hub audits by re-encoding (the device then
+    # reveals that input to the attested enclave): part of the attested bundle, so a device
+    # knows the policy it runs under.
+    audit_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class HealthBody(Message):

@@ -341,5 +341,6 @@ async def test_two_replicas_share_the_list_the_replay_check_and_quarantine(
         device = store.get_device(device_id)
     finally:
         store.close()
-    assert device is not None and device.last_seen_at is not None
+    assert device is not None
+    assert device.last_seen_at is not None
     assert device.last_seen_at > device.enrolled_at

@@ -25,6 +25,7 @@ from cloud_hub.identity import HubIdentity
 from cloud_hub.store import Device, Store
 from escalade_protocol.device_reports import (
     ACK_CONTENT_TYPE,
+    AuditReveal,
     OutcomeRecord,
     ReportAck,
     read_report,
@@ -36,11 +37,18 @@ from escalade_protocol.keys import load_ed25519_public
 log = logging.getLogger("cloud_hub.device_reports")
 
 GetDevice = Callable[[uuid.UUID], Awaitable[Device | None]]
+# Checks one audit reveal of an active device (the hub's auditor).
+OnReveal = Callable[[Device, AuditReveal], Awaitable[object]]
 PATH = "/v1/device-reports"
 
 
 def add_device_report_routes(
-    app: web.Application, *, engine: Engine, identity: HubIdentity, get_device: GetDevice
+    app: web.Application,
+    *,
+    engine: Engine,
+    identity: HubIdentity,
+    get_device: GetDevice,
+    on_reveal: OnReveal | None = None,
 ) -> None:
     """Register ``POST /v1/device-reports`` (its table comes with migration 0004)."""
 
@@ -58,23 +66,40 @@ def add_device_report_routes(
         if not hmac.compare_digest(report.hub_key_id, identity.key_id):
             raise ProtocolError(ErrorCode.UNKNOWN_HUB_KEY, "report names another hub key")
         outcomes = [i for i in report.items if isinstance(i, OutcomeRecord)]
+        reveals = [i for i in report.items if isinstance(i, AuditReveal)]
+        if reveals and on_reveal is None:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "this hub does not audit")
         loop = asyncio.get_running_loop()
         held = await loop.run_in_executor(None, store_outcomes, engine, device.device_id, outcomes)
-        log.debug("device %s reported %d outcomes", device.device_id, len(outcomes))
+        for reveal in reveals:
+            assert on_reveal is not None
+            # Judged (or found stale) now, never stored: the device may drop it once acked.
+            await on_reveal(device, reveal)
+            held.append(reveal.record_id)
+        log.debug(
+            "device %s reported %d outcomes, %d reveals",
+            device.device_id,
+            len(outcomes),
+            len(reveals),
+        )
         ack = ReportAck(hub_key_id=identity.key_id, report_digest=signed.digest, known=tuple(held))
         return web.Response(body=ack.sign(identity.signing_key), content_type=ACK_CONTENT_TYPE)
 
     app.router.add_post(PATH, handle)
 
 
-def register_device_reports(app: web.Application, store: Store, identity: HubIdentity) -> None:
+def register_device_reports(
+    app: web.Application, store: Store, identity: HubIdentity, on_reveal: OnReveal | None = None
+) -> None:
     """`add_device_report_routes` for a hub `Store` (device lookups run off the event loop)."""
 
     async def get_device(device_id: uuid.UUID) -> Device | None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, store.get_device, device_id)
 
-    add_device_report_routes(app, engine=store.engine, identity=identity, get_device=get_device)
+    add_device_report_routes(
+        app, engine=store.engine, identity=identity, get_device=get_device, on_reveal=on_reveal
+    )
 
 
 __all__ = ["PATH", "add_device_report_routes", "count_outcomes", "register_device_reports"]

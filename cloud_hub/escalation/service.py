@@ -26,10 +26,12 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar
 
-from cloud_hub.audit import CohortEvidence
+from cloud_hub.audit import AuditEvidence, CohortEvidence
+from cloud_hub.audits import AuditOutcome, AuditPolicy
+from cloud_hub.audits.auditor import Auditor
 from cloud_hub.escalation.batcher import BatchingConfig, DynamicBatcher
 from cloud_hub.escalation.cohort_watch import CohortWatch, ProfileFlag
 from cloud_hub.escalation.consequences import Answered, Outcome, Quarantine, judge
@@ -48,7 +50,9 @@ from cloud_hub.metrics import HubMetrics
 from cloud_hub.poisoning import ReputationParams
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Device, Store
+from escalade_protocol.device_reports import AuditReveal
 from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.messages import HubModelInfo
 
 log = logging.getLogger("cloud_hub")
 
@@ -74,6 +78,8 @@ class ServiceConfig:
     prune_interval_s: float = 60.0
     # SQLite only: how often the write-ahead log is folded back into the database.
     checkpoint_interval_s: float = 5.0
+    # Audits by re-encoding (off unless the rate is above 0).
+    audit: AuditPolicy = field(default_factory=AuditPolicy)
     # Force the model onto the loop (True) or a thread (False); None: decide by its latency.
     model_inline: bool | None = None
 
@@ -120,6 +126,14 @@ class EscalationService:
             executor=self._model_thread,
             on_batch=metrics.batch_size.observe,
         )
+        self.auditor = Auditor(
+            self.config.audit,
+            bundle_dir=model.bundle_dir,
+            wire_dtype=model.manifest.wire_dtype,
+            hub_key=identity.encryption_key,
+            quarantine=self._quarantine,
+            counted=lambda outcome: metrics.audits.labels(outcome.value).inc(),
+        )
         self._supervisor = Supervisor(on_failure=self._job_failed)
         # Metric children resolved once: a label lookup per request is measurable here.
         self._answered = metrics.escalations.labels("answered")
@@ -128,6 +142,11 @@ class EscalationService:
         self._in_flight = 0
         # When each device's latest escalation was recorded (epoch s), until the next flush.
         self._last_seen: dict[uuid.UUID, float] = {}
+
+    @property
+    def model_info(self) -> HubModelInfo:
+        """What the attestation bundle says of the model served, audit policy included."""
+        return self.model.info.model_copy(update={"audit_rate": self.config.audit.rate})
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -138,6 +157,8 @@ class EscalationService:
         self._supervisor.every("reputation-flush", c.reputation_flush_s, self.flush_reputations)
         self._supervisor.every("replay-prune", c.prune_interval_s, self.prune_replays)
         self._supervisor.every("last-seen-flush", c.last_seen_flush_s, self.flush_last_seen)
+        if c.audit.rate > 0:
+            self._supervisor.every("audit-deadlines", 1.0, self._expire_audits)
         if self.store.is_local:
             self._supervisor.every("wal-checkpoint", c.checkpoint_interval_s, self._checkpoint)
 
@@ -147,6 +168,7 @@ class EscalationService:
         await self.flush_reputations()
         await self.flush_last_seen()
         self.recorder.close()
+        self.auditor.close()
         if self._model_thread is not None:
             self._model_thread.shutdown(wait=True)
         self._db.shutdown(wait=True)
@@ -203,30 +225,55 @@ class EscalationService:
             reject_score=pipeline.policy.reject_score,
         )
         await self._carry_out(device, outcome, embedding)
-        if isinstance(outcome.reply, Answered):
-            return pipeline.sign(outcome.reply.answer)
-        raise outcome.reply.error()
+        if not isinstance(outcome.reply, Answered):
+            raise outcome.reply.error()
+        answer = outcome.reply.answer
+        if self.auditor.desk.consider(
+            device_id=device_id,
+            generation=device.generation,
+            request_digest=inspected.digest,
+            commitment=inspected.header.commitment,
+            embedding=embedding,
+            envelope=body,
+            model_version=inspected.header.model_version,
+        ):
+            answer = replace(answer, audit=True)
+        return pipeline.sign(answer)
 
     async def _carry_out(self, device: Device, outcome: Outcome, embedding: F32) -> None:
         effect = outcome.effect
         self.reputations.remember(device, outcome.reputation, persist=effect is not None)
         if outcome.observe_cohort:
             self.cohorts.observe(device.device_id, device.profile, embedding)
-        if isinstance(effect, Quarantine):
-            # Durable before this message's reply leaves; rare, so awaited.
-            self.device_changed(device.device_id)
-            changed = await self.blocking(
-                self.store.set_device_status,
-                device.device_id,
-                "quarantined",
-                reason=effect.reason,
-                actor="hub",
-                evidence=effect.evidence,
-                only_from="active",
-                generation=device.generation,
-            )
-            if changed:
-                log.warning("quarantined device %s: %s", device.device_id, effect.reason)
+        # A quarantine is durable before this message's reply leaves; rare, so awaited.
+        if isinstance(effect, Quarantine) and await self._quarantine(
+            device.device_id, device.generation, effect.reason, effect.evidence
+        ):
+            log.warning("quarantined device %s: %s", device.device_id, effect.reason)
+
+    async def _quarantine(
+        self, device_id: uuid.UUID, generation: int, reason: str, evidence: AuditEvidence
+    ) -> bool:
+        """Quarantine the device if it is still active at that generation; True if now done."""
+        self.device_changed(device_id)
+        changed: bool = await self.blocking(
+            self.store.set_device_status,
+            device_id,
+            "quarantined",
+            reason=reason,
+            actor="hub",
+            evidence=evidence,
+            only_from="active",
+            generation=generation,
+        )
+        return changed
+
+    async def _expire_audits(self) -> None:
+        await self.auditor.expire()
+
+    async def reveal(self, device: Device, item: AuditReveal) -> AuditOutcome | None:
+        """A device's reveal for an audited escalation (from its device report)."""
+        return await self.auditor.reveal(device, item)
 
     async def _inactive(self, device_id: uuid.UUID) -> ProtocolError:
         """The commit found the device inactive: drop what we hold and say why."""
