@@ -30,6 +30,8 @@ from aiohttp import web
 
 from attestation import Verdict
 from edge_agent import v2
+from edge_agent.audit_store import AuditStore
+from edge_agent.auditing import AuditResponder
 from edge_agent.batcher import MicroBatcher
 from edge_agent.config import AgentConfig
 from edge_agent.domain import BundleDomain
@@ -101,6 +103,8 @@ class AgentState:
     rng: random.Random = field(default_factory=random.Random)
     client: HubClient | None = None
     batcher: MicroBatcher | None = None
+    # Keeps escalated inputs for the audit window and answers the hub's audits.
+    audits: AuditResponder | None = None
     metrics: AgentMetrics | None = None
     ready: bool = False
     # Answers in progress: a request alone in the agent skips the batching and commit hops.
@@ -205,7 +209,7 @@ async def _answer(  # noqa: PLR0915 (one request's whole story, read top to bott
     elif decision.escalate:
         asked = time.perf_counter()
         try:
-            result = await client.escalate(local.embedding)
+            result = await client.escalate(local.embedding, features=features)
         except HubUnavailable as exc:
             path, reason, hub_error = AnswerPath.DEGRADED, exc.reason, exc.code
             verdict = client.last_verdict
@@ -221,6 +225,8 @@ async def _answer(  # noqa: PLR0915 (one request's whole story, read top to bott
             probabilities = result.answer.probabilities.to_numpy().astype(np.float32)
             path = AnswerPath.ESCALATED
             bytes_sent = result.bytes_sent
+            if state.audits is not None:
+                state.audits.escalated(result)
 
     record_id = uuid.uuid4()
     latency_s = time.perf_counter() - started
@@ -426,6 +432,9 @@ def make_app(state: AgentState) -> web.Application:
                 breaker_cooldown_s=state.config.breaker_cooldown_s,
                 breaker_max_cooldown_s=state.config.breaker_max_cooldown_s,
             )
+            if state.config.audit_window_s > 0:
+                store = AuditStore(state.config.data_dir, window_s=state.config.audit_window_s)
+                state.audits = AuditResponder(store, client_for=lambda _hub: state.client)
             async with run_background(state):
                 yield
         state.outbox.close()

@@ -103,6 +103,10 @@ class AgentConfig(BaseModel):
     outbox_max_records: int = Field(default=100_000, ge=1)
     outbox_batch: int = Field(default=256, ge=1, le=4096)
     outbox_retry_s: float = Field(default=2.0, gt=0)
+    # Audits: how long each escalated input (and its commitment's salt) is kept, encrypted, so
+    # that it can be revealed if the hub audits that escalation (0 keeps nothing: then every
+    # audit fails and the hub quarantines this device; see docs/provenance.md).
+    audit_window_s: float = Field(default=600.0, ge=0, le=86_400)
     # Micro-batching of concurrent requests (Triton's dynamic batcher): 1 disables it. A wait of
     # 0 batches the requests that arrived in the same turn of the event loop (no added delay).
     max_batch_size: int = Field(default=16, ge=1, le=1024)

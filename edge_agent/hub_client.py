@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,13 @@ from edge_agent.transport import AiohttpTransport, Reply, Transport
 from escalade_protocol import envelope
 from escalade_protocol.answer import Answer, request_digest, verify_answer
 from escalade_protocol.artifacts import ModelManifest
+from escalade_protocol.device_reports import NONCE_SIZE as REPORT_NONCE_SIZE
+from escalade_protocol.device_reports import (
+    REPORT_CONTENT_TYPE,
+    AuditReveal,
+    DeviceReport,
+    verify_ack,
+)
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import Ed25519PublicKey, X25519PublicKey
 from escalade_protocol.messages import (
@@ -47,6 +55,7 @@ from escalade_protocol.messages import (
     ErrorBody,
     ReplicaListRequest,
 )
+from escalade_protocol.provenance import NO_COMMITMENT, SALT_SIZE, Revealed, seal_reveal
 from escalade_protocol.replica_list import NONCE_SIZE as REPLICA_NONCE_SIZE
 from escalade_protocol.replica_list import ReplicaList, verify_replica_list
 from escalade_protocol.tensor import Tensor
@@ -67,6 +76,8 @@ class AttestedHub:
     keys: HubKeys
     verdict: Verdict
     attested_at: float
+    # The share of escalations this hub audits (from its attested bundle).
+    audit_rate: float = 0.0
 
     @property
     def key_id(self) -> bytes:
@@ -86,6 +97,12 @@ class EscalationResult:
     answer: Answer
     verdict: Verdict
     bytes_sent: int
+    # The request's digest (what an audit names it by) and the input and salt its envelope
+    # committed to (None: sent without an input, so it cannot be revealed).
+    request_digest: bytes = b""
+    revealed: Revealed | None = None
+    # The hub that answered: an audit's reveal goes to it (it is sealed to its key).
+    hub: AttestedHub | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +210,12 @@ class HubClient:
         self._last_check = check
         if not check.trusted or check.keys is None or check.verdict is None:
             raise self._failed(AttestationRefused(check))
-        hub = AttestedHub(keys=check.keys, verdict=check.verdict, attested_at=self._clock())
+        hub = AttestedHub(
+            keys=check.keys,
+            verdict=check.verdict,
+            attested_at=self._clock(),
+            audit_rate=bundle.model.audit_rate,
+        )
         log.info("hub attested: key %s, %s", hub.key_id.hex()[:16], check.verdict.summary())
         return hub
 
@@ -221,18 +243,23 @@ class HubClient:
 
     # --- escalation --------------------------------------------------------------------------
 
-    async def escalate(self, embedding: npt.NDArray[np.float32]) -> EscalationResult:
+    async def escalate(
+        self, embedding: npt.NDArray[np.float32], *, features: npt.NDArray[np.float32] | None = None
+    ) -> EscalationResult:
+        """Send one embedding; with `features` (the input it encodes) the envelope commits to
+        that input, so that the device can answer the hub's audit of it."""
         self._admit()
         hub = await self._attested()
         try:
             try:
-                result = await self._send(hub, embedding)
+                result = await self._send(hub, embedding, features)
             except HubUnavailable as exc:
                 if exc.code is not ErrorCode.UNKNOWN_HUB_KEY:
                     raise
                 # The hub restarted with new keys: appraise its new identity, then retry once.
                 log.info("hub key changed: attesting again")
-                result = await self._send(await self._attested(refresh=True), embedding)
+                hub = await self._attested(refresh=True)
+                result = await self._send(hub, embedding, features)
         except HubUnavailable as exc:
             if exc.reason is AnswerReason.DEVICE_REFUSED:
                 self.device_refusal = exc
@@ -240,8 +267,21 @@ class HubClient:
         self.device_refusal = None
         return result
 
-    async def _send(self, hub: AttestedHub, embedding: npt.NDArray[np.float32]) -> EscalationResult:
+    async def _send(
+        self,
+        hub: AttestedHub,
+        embedding: npt.NDArray[np.float32],
+        features: npt.NDArray[np.float32] | None,
+    ) -> EscalationResult:
         m = self._manifest
+        payload = Tensor.from_numpy(embedding, m.wire_dtype)
+        revealed, commitment = None, NO_COMMITMENT
+        if features is not None:
+            revealed = Revealed(
+                salt=os.urandom(SALT_SIZE),
+                input=Tensor.from_numpy(np.asarray(features, np.float32).reshape(-1), "float32"),
+            )
+            commitment = revealed.commitment(payload.encode())
         self._seq += 1
         header = envelope.EnvelopeHeader(
             device_id=self._identity.device_id,
@@ -251,20 +291,50 @@ class HubClient:
             timestamp_ms=time.time_ns() // 1_000_000,
             nonce=os.urandom(envelope.NONCE_SIZE),
             hub_key_id=hub.key_id,
+            commitment=commitment,
         )
-        payload = Tensor.from_numpy(embedding, m.wire_dtype)
         sealed = envelope.seal(
             header, payload, device_key=self._identity.key, hub_key=hub.keys.encryption_key
         )
         raw = await self._call("/v1/escalate", sealed, ENVELOPE_CONTENT_TYPE)
+        digest = request_digest(sealed)
         try:
-            answer = verify_answer(
-                raw, hub.keys.signing_key, expected_digest=request_digest(sealed)
-            )
+            answer = verify_answer(raw, hub.keys.signing_key, expected_digest=digest)
         except ProtocolError as exc:
             failure = HubUnavailable(AnswerReason.BAD_ANSWER, f"hub answer rejected: {exc}")
             raise self._failed(failure) from None
-        return EscalationResult(answer=answer, verdict=hub.verdict, bytes_sent=len(sealed))
+        return EscalationResult(
+            answer=answer,
+            verdict=hub.verdict,
+            bytes_sent=len(sealed),
+            request_digest=digest,
+            revealed=revealed,
+            hub=hub,
+        )
+
+    async def reveal(self, hub: AttestedHub, request_digest: bytes, revealed: Revealed) -> None:
+        """Answer an audit: the input and salt behind one escalation, sealed to the hub that
+        asked, in a signed device report; returns once the hub's signed ack lists it."""
+        item = AuditReveal(
+            record_id=uuid.uuid4(),
+            request_digest=request_digest,
+            sealed=seal_reveal(revealed, hub.encryption_key, request_digest=request_digest),
+        )
+        report = DeviceReport(
+            device_id=self._identity.device_id,
+            sent_at_ms=time.time_ns() // 1_000_000,
+            nonce=os.urandom(REPORT_NONCE_SIZE),
+            hub_key_id=hub.key_id,
+            items=(item,),
+        ).sign(self._identity.key)
+        raw = await self.post("/v1/device-reports", report, REPORT_CONTENT_TYPE)
+        try:
+            ack = verify_ack(raw, hub.signing_key, report=report)
+        except ProtocolError as exc:
+            failure = HubUnavailable(AnswerReason.BAD_ANSWER, f"hub ack rejected: {exc}")
+            raise self._failed(failure) from None
+        if item.record_id not in ack.known:
+            raise HubUnavailable(AnswerReason.BAD_ANSWER, "hub did not acknowledge the reveal")
 
     async def replicas(self) -> ReplicaList:
         """The hub's live replicas, signed by its attested key and bound to a fresh nonce."""

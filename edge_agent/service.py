@@ -97,6 +97,9 @@ async def run_background(state: AgentState) -> AsyncIterator[None]:
             )
         ),
     ]
+    audits = state.audits
+    if audits is not None:
+        tasks.append(asyncio.create_task(_supervise("audit-purge", audits.purge_forever)))
     try:
         yield
     finally:
@@ -104,6 +107,8 @@ async def run_background(state: AgentState) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if audits is not None:
+            await audits.close()
 
 
 UNIT_TEMPLATE = """\

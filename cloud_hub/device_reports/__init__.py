@@ -70,7 +70,11 @@ def add_device_report_routes(
         if reveals and on_reveal is None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "this hub does not audit")
         loop = asyncio.get_running_loop()
-        held = await loop.run_in_executor(None, store_outcomes, engine, device.device_id, outcomes)
+        held = (
+            await loop.run_in_executor(None, store_outcomes, engine, device.device_id, outcomes)
+            if outcomes
+            else []
+        )
         for reveal in reveals:
             assert on_reveal is not None
             # Judged (or found stale) now, never stored: the device may drop it once acked.
