@@ -1,9 +1,9 @@
 """What the bundle says a sane input and a sane embedding look like, checked on the device.
 
-- The input domain: the range of the calibration split's raw inputs, widened by a tenth of its
-  width on each side (digits: pixels 0-16 -> [-1.6, 17.6]). An input outside it is answered with
-  ``out_of_domain = true`` (or refused, by config) and run through the model clipped into the
-  range, so absurd values neither overflow nor come back "confident".
+- The input domain (`escalade_protocol.input_domain`, shared with the hub's audits): an input
+  outside it is answered with ``out_of_domain = true`` (or refused, by config) and run through
+  the model clipped into the range, so absurd values neither overflow nor come back
+  "confident".
 - The embedding bands: the same reference statistics the hub's poisoning checks use
   (``calibration.npz``, digest-checked). Before escalating, the agent scores the embedding on the
   norm and Mahalanobis tiers exactly as the hub does, and on the class tier against the nearest
@@ -21,23 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from escalade_protocol.artifacts import BundleError, ModelManifest, verified_path
+from escalade_protocol.input_domain import InputDomain, load_input_domain
 
 F32 = npt.NDArray[np.float32]
 # The hub refuses embeddings whose score exceeds 1.25 times a band (cloud_hub reject_score).
 HUB_REFUSAL_SCORE = 1.25
-DOMAIN_SLACK = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class InputDomain:
-    low: float
-    high: float
-
-    def contains(self, features: F32) -> bool:
-        return bool(np.all((features >= self.low) & (features <= self.high)))
-
-    def clip(self, features: F32) -> F32:
-        return np.clip(features, self.low, self.high).astype(np.float32, copy=False)
 
 
 class EmbeddingBands:
@@ -92,13 +80,4 @@ def load_domain(bundle_dir: Path, manifest: ModelManifest) -> BundleDomain:
         bands = EmbeddingBands(arrays)
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"bundle {bundle_dir} has no usable embedding bands: {exc}") from None
-    inputs = None
-    if manifest.calibration_split is not None:
-        with np.load(
-            verified_path(bundle_dir, manifest.calibration_split), allow_pickle=False
-        ) as data:
-            X = np.asarray(data["X"], dtype=np.float64)
-        low, high = float(X.min()), float(X.max())
-        slack = DOMAIN_SLACK * max(high - low, 1e-6)
-        inputs = InputDomain(low - slack, high + slack)
-    return BundleDomain(inputs=inputs, bands=bands)
+    return BundleDomain(inputs=load_input_domain(bundle_dir, manifest), bands=bands)

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from escalade_protocol.artifacts import EMBEDDING, ENCODER_INPUT, load_manifest, verified_path
+from escalade_protocol.input_domain import load_input_domain
 from escalade_protocol.tensor import Tensor
 
 F32 = npt.NDArray[np.float32]
@@ -24,6 +25,9 @@ class Reencoder:
     def __init__(self, bundle_dir: Path) -> None:
         manifest = load_manifest(bundle_dir)
         self.input_dim = manifest.input_dim
+        # An input outside the bundle's domain is no sensor reading of this model: a device
+        # crafting an input to fit a forged embedding has to leave it to get far.
+        self.domain = load_input_domain(bundle_dir, manifest)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -34,11 +38,14 @@ class Reencoder:
         )
 
     def embedding(self, revealed: Tensor) -> F32 | None:
-        """The encoder's embedding of a revealed input; None when it is no input of this model."""
+        """The encoder's embedding of a revealed input; None when it is no input of this model
+        (shape, dtype, non-finite values, outside the bundle's input domain)."""
         if revealed.dtype != "float32" or revealed.shape != (self.input_dim,):
             return None
         features = np.asarray(revealed.to_numpy(), dtype=np.float32)
         if not np.isfinite(features).all():
+            return None
+        if self.domain is not None and not self.domain.contains(features):
             return None
         (out,) = self._session.run([EMBEDDING], {ENCODER_INPUT: features.reshape(1, -1)})
         return np.asarray(out[0], dtype=np.float32)
