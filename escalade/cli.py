@@ -130,6 +130,27 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_audits(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from escalade.audit_bench import markdown, run_audit_bench
+    from escalade.modelbuild import build_bundle
+
+    with tempfile.TemporaryDirectory(prefix="escalade-audits-") as tmp:
+        bundle = Path(args.models) if args.models else Path(tmp)
+        if not args.models:
+            console.print("building the digits bundle (seed 0) ...")
+            build_bundle("digits", bundle, seed=0)
+        report = run_audit_bench(
+            bundle, devices=args.devices, messages=args.messages, honest_devices=args.devices
+        )
+    print(markdown(report))
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
 def cmd_bench_cascade(args: argparse.Namespace) -> int:
     from escalade.cascade_bench import markdown, plot_curves, run_cascade_bench
     from escalade.modelbuild import DatasetError
@@ -211,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     poisoning.add_argument("--seed", type=int, default=0)
     poisoning.add_argument("--json", default=None, help="also write the figures as JSON here")
     poisoning.set_defaults(func=cmd_bench_poisoning)
+    audits = bench.add_parser(
+        "audits", help="audits by re-encoding against attackers no statistic sees"
+    )
+    audits.add_argument("--models", default=None, help="model bundle (default: build digits)")
+    audits.add_argument("--devices", type=int, default=200, help="attacker and honest devices")
+    audits.add_argument("--messages", type=int, default=1000, help="messages per device")
+    audits.add_argument("--json", default=None, help="also write the report here")
+    audits.set_defaults(func=cmd_bench_audits)
     cascade = bench.add_parser("cascade", help="routing policies: accuracy, escalation, cost")
     cascade.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
     cascade.add_argument("--seeds", type=int, default=3)

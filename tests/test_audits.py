@@ -30,6 +30,7 @@ from cloud_hub.audits import AuditDesk, AuditOutcome, AuditPolicy, AuditSampler,
 from cloud_hub.audits.verdict import relative_distance
 from cloud_hub.store import Store, sqlite_url
 from edge_agent.audit_store import AUDIT_KEY_FILE, AUDIT_STORE_FILE, AuditStore
+from escalade.audit_bench import run_audit_bench
 from escalade.demo import infer
 from escalade.procs import (
     agent_command,
@@ -302,3 +303,25 @@ async def test_an_audit_catches_an_encoder_no_statistic_flags(
     sealed.verify_signature(load_ed25519_public(device.public_key))
     assert sealed.header.commitment.hex() == proof.commitment
     assert sealed.header.device_id == evil_id
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+
+def test_the_audit_bench_reports_what_the_hub_would_decide(bundle_dir: Path) -> None:
+    report = run_audit_bench(bundle_dir, devices=8, messages=300, honest_devices=8)
+    by_key = {(r.attack, r.strategy, r.audit_rate): r for r in report.attacks}
+    assert len(by_key) == 3 * 3 * 4
+    # Revealing the true input is caught once audited; at 5% over 300 messages, surely.
+    assert by_key["gradient", "honest_input", 0.05].quarantined_share == 1.0
+    # Refusing costs the deadline on top of the first audit.
+    honest = by_key["gradient", "honest_input", 0.05].messages_to_quarantine
+    refused = by_key["gradient", "refuse", 0.05].messages_to_quarantine
+    assert honest is not None
+    assert refused is not None
+    assert refused > honest
+    for row in report.attacks:
+        assert (row.reveal_passes is None) == (row.strategy != "crafted_input")
+    assert all(h.false_quarantines == 0 for h in report.honest)
+    assert all(h.worst_distance < report.tolerance for h in report.honest)
+    assert report.audit_cost_us > 0
