@@ -317,6 +317,8 @@ def health(state: AgentState) -> AgentHealth:
             str(client.device_refusal) if client.device_refusal else ""
         )
         detail = (detail + "; " if detail else "") + "answering locally"
+    attested = state.client.attested if state.client is not None else None
+    audits = state.audits
     return AgentHealth(
         status="degraded" if reasons else "ok",
         reasons=reasons,
@@ -332,6 +334,10 @@ def health(state: AgentState) -> AgentHealth:
         hub_attestation=summarize(verdict) if verdict else None,
         outbox_depth=state.outbox.depth,
         outbox_dropped=state.outbox.dropped,
+        audit_rate=attested.audit_rate if attested is not None else 0.0,
+        audits=audits.audited if audits is not None else 0,
+        audits_revealed=audits.revealed if audits is not None else 0,
+        audits_failed=audits.failed if audits is not None else 0,
         detail=detail,
     )
 

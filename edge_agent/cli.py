@@ -291,7 +291,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         health,
         f"{health.status} (reasons: {reasons}); profile {health.profile}; "
         f"providers {', '.join(health.providers)}; hub {health.hub_url}; "
-        f"outbox {health.outbox_depth} waiting, {health.outbox_dropped} dropped",
+        f"outbox {health.outbox_depth} waiting, {health.outbox_dropped} dropped; "
+        f"hub audits {health.audit_rate:.1%} of escalations ({health.audits} asked of this "
+        f"device, {health.audits_revealed} revealed, {health.audits_failed} failed)",
     )
     return 0 if health.status == "ok" else 1
 

@@ -216,4 +216,10 @@ class AgentHealth(Message):
     hub_attestation: AttestationSummary | None
     outbox_depth: int = 0
     outbox_dropped: int = 0
+    # Audits by re-encoding: the share of escalations the attested hub audits (each audited
+    # input is revealed to its enclave), and this agent's audits asked, answered, failed.
+    audit_rate: float = 0.0
+    audits: int = 0
+    audits_revealed: int = 0
+    audits_failed: int = 0
     detail: str

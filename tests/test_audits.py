@@ -259,6 +259,11 @@ async def test_an_audit_catches_an_encoder_no_statistic_flags(
                 if 'escalade_hub_audits_total{outcome="passed"} 30.0' in metrics:
                     break
                 await asyncio.sleep(0.05)
+            async with http.get(honest.url + "/v1/health") as response:
+                health = await response.json()
+        # The device knows the policy it runs under (from the attested bundle) and its audits.
+        assert health["audit_rate"] == 1.0
+        assert (health["audits"], health["audits_revealed"], health["audits_failed"]) == (30, 30, 0)
         assert all(r.source == "hub" for r in served), [
             (r.reason, r.hub_error) for r in served if r.source != "hub"
         ]
