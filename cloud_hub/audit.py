@@ -39,6 +39,15 @@ class CohortEvidence(_Evidence):
     group: tuple[str, ...]
 
 
+class KnnEvidence(_Evidence):
+    """A sampled live embedding far from every clean reference cluster (the k-NN audit)."""
+
+    kind: Literal["knn"] = "knn"
+    distance: float
+    threshold: float
+    k: int
+
+
 class AuditProofEvidence(_Evidence):
     """An audit by re-encoding that the device failed: the proof is its own signed envelope.
 
@@ -85,6 +94,7 @@ class OperatorEvidence(_Evidence):
 AuditEvidence = Annotated[
     QuarantineEvidence
     | CohortEvidence
+    | KnnEvidence
     | AuditProofEvidence
     | EnrollmentEvidence
     | OperatorEvidence

@@ -29,13 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar
 
-from cloud_hub.audit import AuditEvidence, CohortEvidence
+from cloud_hub.audit import AuditEvidence, CohortEvidence, KnnEvidence
 from cloud_hub.audits import AuditOutcome, AuditPolicy
 from cloud_hub.audits.auditor import Auditor
 from cloud_hub.escalation.batcher import BatchingConfig, DynamicBatcher
 from cloud_hub.escalation.cohort_watch import CohortWatch, ProfileFlag
 from cloud_hub.escalation.consequences import Answered, Outcome, Quarantine, judge
 from cloud_hub.escalation.devices import DeviceCache
+from cloud_hub.escalation.knn_watch import KnnFlag, KnnWatch, bundle_knn_auditor
 from cloud_hub.escalation.pipeline import (
     F32,
     EscalationPipeline,
@@ -78,6 +79,10 @@ class ServiceConfig:
     prune_interval_s: float = 60.0
     # SQLite only: how often the write-ahead log is folded back into the database.
     checkpoint_interval_s: float = 5.0
+    # The k-NN audit of live traffic: the share of accepted messages sampled (0: off), and
+    # how often the sample is checked (off the request path).
+    knn_sample_rate: float = 0.02
+    knn_interval_s: float = 10.0
     # Audits by re-encoding (off unless the rate is above 0).
     audit: AuditPolicy = field(default_factory=AuditPolicy)
     # Force the model onto the loop (True) or a thread (False); None: decide by its latency.
@@ -104,6 +109,9 @@ class EscalationService:
         self.devices = DeviceCache()
         self.reputations = ReputationBook(self.config.reputation)
         self.cohorts = CohortWatch(model.reference)
+        knn = bundle_knn_auditor(model.bundle_dir, model.reference)
+        rate = self.config.knn_sample_rate
+        self.knn = KnnWatch(knn, rate=rate) if knn is not None and rate > 0 else None
         self.recorder = EscalationRecorder(store, on_commit=metrics.commit_size.observe)
         # Blocking database work (device reads, enrollment, status changes, background jobs).
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
@@ -157,6 +165,8 @@ class EscalationService:
         self._supervisor.every("reputation-flush", c.reputation_flush_s, self.flush_reputations)
         self._supervisor.every("replay-prune", c.prune_interval_s, self.prune_replays)
         self._supervisor.every("last-seen-flush", c.last_seen_flush_s, self.flush_last_seen)
+        if self.knn is not None:
+            self._supervisor.every("knn-audit", c.knn_interval_s, self._knn_job)
         if c.audit.rate > 0:
             self._supervisor.every("audit-deadlines", 1.0, self._expire_audits)
         if self.store.is_local:
@@ -245,6 +255,8 @@ class EscalationService:
         self.reputations.remember(device, outcome.reputation, persist=effect is not None)
         if outcome.observe_cohort:
             self.cohorts.observe(device.device_id, device.profile, embedding)
+            if self.knn is not None:
+                self.knn.observe(device.device_id, embedding)
         # A quarantine is durable before this message's reply leaves; rare, so awaited.
         if isinstance(effect, Quarantine) and await self._quarantine(
             device.device_id, device.generation, effect.reason, effect.evidence
@@ -304,6 +316,25 @@ class EscalationService:
             log.warning("cohort sweep flagged %d device(s)", len(flags))
         return len(flags)
 
+    async def audit_knn(self) -> int:
+        """Check the sampled live embeddings against the clean bank; flags go to the audit
+        log. Returns how many were flagged."""
+        knn = self.knn
+        if knn is None:
+            return 0
+        taken = knn.take()  # on the loop: the sample is ours alone from here
+        if not taken:
+            return 0
+        loop = asyncio.get_running_loop()
+        flags = await loop.run_in_executor(self._db, knn.check, taken)
+        if flags:
+            await self.blocking(_write_knn_flags, self.store, flags, knn)
+            log.warning("k-NN audit flagged %d of %d sampled embeddings", len(flags), len(taken))
+        return len(flags)
+
+    async def _knn_job(self) -> None:
+        await self.audit_knn()
+
     async def _sweep_job(self) -> None:
         await self.sweep_cohorts()
 
@@ -345,6 +376,21 @@ class EscalationService:
 
     def _job_failed(self, name: str) -> None:
         self.metrics.background_failures.labels(name).inc()
+
+
+def _write_knn_flags(store: Store, flags: list[KnnFlag], knn: KnnWatch) -> None:
+    for flag in flags:
+        store.add_audit_event(
+            device_id=flag.device_id,
+            action="knn_outlier",
+            actor="hub",
+            reason=f"sampled embedding {flag.distance:.1f} whitened units from the clean bank",
+            evidence=KnnEvidence(
+                distance=round(flag.distance, 3),
+                threshold=round(knn.auditor.threshold, 3),
+                k=knn.auditor.k,
+            ),
+        )
 
 
 def _write_cohort_flags(store: Store, flags: list[ProfileFlag]) -> None:
