@@ -60,7 +60,8 @@ class DevicePage(AdminModel):
 class TokenCreate(AdminModel):
     ttl_hours: float = Field(default=24.0, gt=0, le=24 * 365)
     uses: int = Field(default=1, ge=1, le=10_000)
-    auto_approve: bool = True
+    # Omitted: the policy's auto_approve.
+    auto_approve: bool | None = None
     note: str = Field(default="", max_length=200)
 
     @field_validator("ttl_hours")
