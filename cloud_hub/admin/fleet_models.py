@@ -4,11 +4,10 @@ strict, unknown fields refused), beside cloud_hub/admin/models.py's devices, tok
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from pydantic import Field, model_validator
 
-from cloud_hub.admin.models import AdminModel
+from cloud_hub.admin.models import AdminModel, UtcDatetime
 from cloud_hub.admin.replicas import Replica
 from cloud_hub.admin.stats import Tally
 from cloud_hub.store.catalog import (
@@ -42,7 +41,7 @@ class ModelRegister(AdminModel):
 class ModelVersionOut(AdminModel):
     model_id: str
     version: int
-    registered_at: datetime
+    registered_at: UtcDatetime
     note: str
     files: list[FileDigest]
     reference: ReferenceSummary
@@ -61,7 +60,7 @@ class ModelVersionOut(AdminModel):
 
 class ModelOut(AdminModel):
     model_id: str
-    created_at: datetime
+    created_at: UtcDatetime
     versions: list[int]
 
     @classmethod
@@ -86,7 +85,7 @@ class PolicyOut(AdminModel):
     policy: HubPolicy
     # 0: never set, the built-in defaults apply.
     revision: int
-    updated_at: datetime | None
+    updated_at: UtcDatetime | None
 
     @classmethod
     def of(cls, p: StoredPolicy) -> PolicyOut:
@@ -148,7 +147,7 @@ class DeviceStats(AdminModel):
 
 
 class DeviceStatsPage(AdminModel):
-    since: datetime
+    since: UtcDatetime
     items: list[DeviceStats]
     next_cursor: str | None
 
@@ -160,7 +159,7 @@ class ModelStats(AdminModel):
 
 
 class ModelStatsList(AdminModel):
-    since: datetime
+    since: UtcDatetime
     items: list[ModelStats]
 
 
@@ -172,10 +171,10 @@ class ReplicaOut(AdminModel):
     url: str
     key_fingerprint: str
     tee: str
-    started_at: datetime
-    heartbeat_at: datetime
+    started_at: UtcDatetime
+    heartbeat_at: UtcDatetime
     # Set when it shut down cleanly.
-    stopped_at: datetime | None
+    stopped_at: UtcDatetime | None
 
     @classmethod
     def of(cls, r: Replica) -> ReplicaOut:

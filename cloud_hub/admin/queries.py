@@ -24,7 +24,8 @@ class DeviceQuery(Query):
 
 class AuditQuery(Query):
     device_id: uuid.UUID | None = None
-    cursor: int | None = Field(default=None, ge=0)
+    # Ids are 64-bit in every engine: a larger cursor is refused, not sent to the database.
+    cursor: int | None = Field(default=None, ge=0, lt=1 << 63)
     limit: int = Field(default=100, ge=1, le=MAX_PAGE)
 
 
