@@ -448,7 +448,7 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     migrate.set_defaults(func=cmd_migrate)
 
     tokens = sub.add_parser(
-        "tokens", help="enrollment tokens (host-local: the database; see `admin tokens`)"
+        "tokens", help="enrollment tokens, host-local (over HTTP: `admin tokens`)"
     ).add_subparsers(dest="tokens_command", required=True)
     create = _with_store_args(tokens.add_parser("create", help="create a one-time token"))
     create.add_argument(
@@ -468,7 +468,7 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     create.set_defaults(func=cmd_token_create)
 
     devices = sub.add_parser(
-        "devices", help="enrolled devices (host-local: the database; see `admin devices`)"
+        "devices", help="enrolled devices, host-local (over HTTP: `admin devices`)"
     ).add_subparsers(dest="devices_command", required=True)
     listing = _with_store_args(devices.add_parser("list", help="devices, status and reason"))
     listing.add_argument("--json", action="store_true")
@@ -503,7 +503,7 @@ def _add_admin_access(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     admin.set_defaults(func=cmd_create_admin_token)
 
     audit = sub.add_parser(
-        "audit", help="the audit log (host-local: the database; see `admin audit`)"
+        "audit", help="the audit log, host-local (over HTTP: `admin audit`)"
     ).add_subparsers(dest="audit_command", required=True)
     verify = _with_store_args(
         audit.add_parser("verify", help="check the hash chain (exit 1 if broken)")
