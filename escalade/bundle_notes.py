@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud_hub.store.catalog import bundle_artifacts
 from escalade_protocol.artifacts import (
     MANIFEST_NAME,
-    ArtifactFile,
     BundleMetrics,
     ModelManifest,
     load_manifest,
@@ -19,23 +19,10 @@ from escalade_protocol.artifacts import (
 )
 
 
-def artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
-    files = [
-        manifest.encoder,
-        manifest.head,
-        manifest.hub,
-        manifest.calibration,
-        manifest.test_split,
-        manifest.calibration_split,
-        manifest.router_model,
-    ]
-    return [f for f in files if f is not None]
-
-
 def check_bundle(bundle_dir: Path) -> ModelManifest:
     """The bundle's manifest once every file it names matches its digest (raises BundleError)."""
     manifest = load_manifest(bundle_dir)
-    for artifact in artifacts(manifest):
+    for artifact in bundle_artifacts(manifest):
         verified_path(bundle_dir, artifact)
     return manifest
 

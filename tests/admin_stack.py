@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,20 @@ from cloud_hub.store import migrate_database
 from escalade_protocol.errors import ErrorCode
 from escalade_protocol.keys import Ed25519PrivateKey
 from escalade_protocol.messages import EnrollResponse, ErrorBody
+
+DIGEST = hashlib.sha256(b"x").hexdigest()
+# A model version's reference statistics, as a registration sends them.
+REFERENCE = {
+    "embedding_dim": 32,
+    "num_classes": 10,
+    "target_fpr": 0.01,
+    "norm_low": 1.0,
+    "norm_high": 9.0,
+    "mahalanobis_low": 2.0,
+    "mahalanobis_high": 12.0,
+    "class_mahalanobis_high": 14.0,
+    "calibration_sha256": DIGEST,
+}
 
 
 @dataclass

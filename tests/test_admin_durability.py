@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import signal
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
 
 import aiohttp
-from admin_stack import error_of
+from admin_stack import DIGEST, REFERENCE, error_of
 from enrollment import enroll_request
 
 from cloud_hub.admin import Scope, create_admin_token
@@ -25,18 +24,6 @@ from escalade_protocol.errors import ErrorCode
 from escalade_protocol.keys import Ed25519PrivateKey
 from escalade_protocol.messages import EnrollResponse
 
-DIGEST = hashlib.sha256(b"model").hexdigest()
-REFERENCE = {
-    "embedding_dim": 32,
-    "num_classes": 10,
-    "target_fpr": 0.01,
-    "norm_low": 1.0,
-    "norm_high": 9.0,
-    "mahalanobis_low": 2.0,
-    "mahalanobis_high": 12.0,
-    "class_mahalanobis_high": 14.0,
-    "calibration_sha256": DIGEST,
-}
 KILL_AFTER = 120
 
 

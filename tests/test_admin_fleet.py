@@ -3,7 +3,6 @@ HTTP against a real hub and database (SQLite, and PostgreSQL when configured).""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
@@ -11,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from admin_stack import (
+    DIGEST,
+    REFERENCE,
     Admin,
     admin_fixture,  # noqa: F401 (the `admin` fixture)
     error_of,
@@ -36,19 +37,6 @@ from cloud_hub.store.policies import HubPolicy, load_policy
 from cloud_hub.store.schema import hub_replicas
 from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ErrorCode
-
-DIGEST = hashlib.sha256(b"x").hexdigest()
-REFERENCE = {
-    "embedding_dim": 32,
-    "num_classes": 10,
-    "target_fpr": 0.01,
-    "norm_low": 1.0,
-    "norm_high": 9.0,
-    "mahalanobis_low": 2.0,
-    "mahalanobis_high": 12.0,
-    "class_mahalanobis_high": 14.0,
-    "calibration_sha256": DIGEST,
-}
 
 
 def _version(model_id: str = "digits", version: int = 1, **extra: object) -> dict[str, object]:

@@ -20,12 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeAlias
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cloud_hub.admin.client import AdminCallError, AdminClient, dumps
 from cloud_hub.admin.fleet_models import ModelRegister
 from cloud_hub.admin.models import MAX_PAGE, StatusChange, TokenCreate
-from cloud_hub.store.catalog import FileDigest, ReferenceSummary
+from cloud_hub.store.catalog import FileDigest, ReferenceSummary, bundle_artifacts
 from cloud_hub.store.policies import HubPolicy
 
 HUB_ENV = "ESCALADE_HUB_ADMIN_URL"
@@ -66,6 +66,12 @@ def client_of(args: argparse.Namespace) -> AdminClient:
             "`cloud-hub create-admin-token` on the hub host"
         )
     return AdminClient(hub, token, timeout_s=args.timeout)
+
+
+def _say(args: argparse.Namespace, answer: BaseModel, text: str) -> int:
+    """Print the API's answer (`--json`) or one line for a person; the command succeeded."""
+    print(dumps(answer) if args.json else text)
+    return 0
 
 
 def _when(value: datetime | None) -> str:
@@ -137,11 +143,7 @@ def tokens_revoke(args: argparse.Namespace, client: AdminClient) -> int:
             raise AdminUsageError(f"{token_id!r} names {len(matches)} enrollment tokens, not one")
         token_id = matches[0]
     revoked = client.revoke_token(token_id, StatusChange(reason=args.reason))
-    if args.json:
-        print(dumps(revoked))
-    else:
-        print(f"enrollment token {revoked.token_id[:16]} revoked")
-    return 0
+    return _say(args, revoked, f"enrollment token {revoked.token_id[:16]} revoked")
 
 
 # -- devices --------------------------------------------------------------------------------
@@ -194,11 +196,7 @@ def _change(action: str) -> Command:
         device = client.change_device(
             _device_id(args.device_id), action, StatusChange(reason=reason[:200])
         )
-        if args.json:
-            print(dumps(device))
-        else:
-            print(f"device {device.device_id} is now {device.status}")
-        return 0
+        return _say(args, device, f"device {device.device_id} is now {device.status}")
 
     return run
 
@@ -213,19 +211,8 @@ def registration_of(bundle_dir: Path, note: str) -> ModelRegister:
     from escalade_protocol.artifacts import load_manifest, verified_path
 
     manifest = load_manifest(bundle_dir)
-    artifacts = [
-        manifest.encoder,
-        manifest.head,
-        manifest.hub,
-        manifest.calibration,
-        manifest.test_split,
-        manifest.calibration_split,
-        manifest.router_model,
-    ]
     files = []
-    for artifact in artifacts:
-        if artifact is None:
-            continue
+    for artifact in bundle_artifacts(manifest):
         path = verified_path(bundle_dir, artifact)
         files.append(
             FileDigest(path=artifact.path, sha256=artifact.sha256, size=path.stat().st_size)
@@ -253,14 +240,8 @@ def registration_of(bundle_dir: Path, note: str) -> ModelRegister:
 
 def models_register(args: argparse.Namespace, client: AdminClient) -> int:
     registered = client.register_model(registration_of(Path(args.bundle), args.note))
-    if args.json:
-        print(dumps(registered))
-    else:
-        print(
-            f"registered {registered.model_id} v{registered.version} "
-            f"({len(registered.files)} files)"
-        )
-    return 0
+    text = f"registered {registered.model_id} v{registered.version} ({len(registered.files)} files)"
+    return _say(args, registered, text)
 
 
 def models_list(args: argparse.Namespace, client: AdminClient) -> int:
@@ -321,11 +302,7 @@ def policies_set(args: argparse.Namespace, client: AdminClient) -> int:
     except ValidationError as exc:
         raise AdminUsageError(_first_error(exc)) from None
     stored = client.put_policy(policy)
-    if args.json:
-        print(dumps(stored))
-    else:
-        print(f"policy revision {stored.revision}: {stored.policy.summary()}")
-    return 0
+    return _say(args, stored, f"policy revision {stored.revision}: {stored.policy.summary()}")
 
 
 # -- audit, stats, replicas -----------------------------------------------------------------

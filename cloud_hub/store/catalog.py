@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, Row, func, insert, select
 from cloud_hub.audit import OperatorEvidence
 from cloud_hub.store import audit_log
 from cloud_hub.store.schema import model_versions, models
+from escalade_protocol.artifacts import ArtifactFile, ModelManifest
 from escalade_protocol.errors import ErrorCode, ProtocolError
 
 # As a bundle manifest's model_id (escalade_protocol.artifacts.ModelManifest).
@@ -74,6 +75,20 @@ class ReferenceSummary(_Doc):
 
 
 FILES = TypeAdapter(tuple[FileDigest, ...])
+
+
+def bundle_artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
+    """Every file a bundle's manifest names (what a registration lists)."""
+    files = [
+        manifest.encoder,
+        manifest.head,
+        manifest.hub,
+        manifest.calibration,
+        manifest.test_split,
+        manifest.calibration_split,
+        manifest.router_model,
+    ]
+    return [f for f in files if f is not None]
 
 
 @dataclass(frozen=True, slots=True)
