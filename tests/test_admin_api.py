@@ -177,6 +177,11 @@ async def test_enrollment_tokens_list_and_revoke(admin: Admin) -> None:
     assert status == 409
     status, raw = await admin.call("POST", "/enrollment-tokens/unknown/revoke")
     assert status == 404
+    status, raw = await admin.call("GET", "/audit", token="read")
+    logged = [(e.action, e.actor) for e in AuditPage.model_validate_json(raw).items]
+    # Who made a token and who revoked it are in the audit log.
+    assert ("token_create", "admin") in logged
+    assert ("token_revoke", "admin") in logged
     body = enroll_request(created.token, Ed25519PrivateKey.generate()).model_dump_json()
     async with admin.http.post(admin.url + "/v1/enroll", data=body) as response:
         assert response.status == 401

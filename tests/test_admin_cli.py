@@ -173,9 +173,9 @@ async def test_an_administrator_runs_a_device_and_the_hub_from_the_cli(hub: Hub)
         assert got["policy"]["reputation"]["hold"] == 4
         report = (await restarted.admin("audit", "verify", "--json")).json()
         assert report["ok"] is True
-        # enroll, approve, quarantine, release, revoke, model_register, policy_update, and the
-        # admin token's creation
-        assert report["entries"] == 8
+        # the admin token's creation, token_create, enroll, approve, quarantine, release,
+        # revoke, model_register, policy_update
+        assert report["entries"] == 9
 
 
 async def test_refusals_are_one_line_with_exit_2(hub: Hub) -> None:

@@ -22,6 +22,7 @@ from cloud_hub.admin.endpoint import (
     parse_query,
     path_uuid,
 )
+from cloud_hub.admin.enrollment_tokens import issue_token
 from cloud_hub.admin.fleet import FLEET_ENDPOINTS
 from cloud_hub.admin.models import (
     AuditEntry,
@@ -37,7 +38,7 @@ from cloud_hub.admin.models import (
 )
 from cloud_hub.admin.queries import AuditQuery, DeviceQuery, NoQuery
 from cloud_hub.admin.tokens import Scope, authenticate
-from cloud_hub.enrollment import create_token, token_hash
+from cloud_hub.enrollment import token_hash
 from cloud_hub.escalation import EscalationService
 from cloud_hub.store.policies import load_policy
 from escalade_protocol.errors import ErrorCode, ProtocolError
@@ -133,12 +134,13 @@ async def create_enrollment_token(request: web.Request, service: EscalationServi
         # Not said: the policy's default applies.
         auto_approve = (await service.blocking(load_policy, service.store.engine)).auto_approve
     secret, expires = await service.blocking(
-        create_token,
+        issue_token,
         service.store,
         ttl=timedelta(hours=body.ttl_hours),
         note=body.note,
         uses=body.uses,
         auto_approve=auto_approve,
+        actor="admin",
     )
     created = TokenCreated(
         token=secret,
