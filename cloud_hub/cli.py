@@ -1,4 +1,12 @@
-"""`cloud-hub`: serve, migrate, and enrollment tokens."""
+"""`cloud-hub`: serve, migrate, the administrator's commands over the admin API (`admin ...`),
+and the host-local bootstrap commands.
+
+`cloud-hub admin ...` (cloud_hub/admin/cli.py) talks to a running hub over HTTP and is how an
+administrator works. `tokens`, `devices`, `create-admin-token` and `audit verify` open the
+database directly: they are the host-local bootstrap (the first admin token, a hub that is
+not running), for whoever can read the hub's data dir — they cannot reach a database sealed
+inside the enclave.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +24,11 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from cloud_hub.admin import Scope, create_admin_token
+from cloud_hub.admin.cli import add_admin_commands
+from cloud_hub.admin.client import AdminCallError
+from cloud_hub.admin.enrollment_tokens import issue_token
 from cloud_hub.app import build_state, make_app
 from cloud_hub.config import HubConfig
-from cloud_hub.enrollment import create_token
 from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, migrate_database, schema_version, sqlite_url
@@ -171,12 +181,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         return 2
     store = _store(args)
     try:
-        token, expires = create_token(
+        token, expires = issue_token(
             store,
             ttl=timedelta(hours=ttl_hours),
             note=args.note,
             uses=args.uses,
             auto_approve=not args.manual_approval,
+            actor="operator",
         )
     finally:
         store.close()
@@ -469,9 +480,9 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     migrate.add_argument("--json", action="store_true")
     migrate.set_defaults(func=cmd_migrate)
 
-    tokens = sub.add_parser("tokens", help="enrollment tokens").add_subparsers(
-        dest="tokens_command", required=True
-    )
+    tokens = sub.add_parser(
+        "tokens", help="enrollment tokens, host-local (over HTTP: `admin tokens`)"
+    ).add_subparsers(dest="tokens_command", required=True)
     create = _with_store_args(tokens.add_parser("create", help="create a one-time token"))
     create.add_argument(
         "--ttl-hours", default="24", help="validity in hours (default 24; 1 minute to a year)"
@@ -489,9 +500,9 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     create.add_argument("--json", action="store_true")
     create.set_defaults(func=cmd_token_create)
 
-    devices = sub.add_parser("devices", help="enrolled devices").add_subparsers(
-        dest="devices_command", required=True
-    )
+    devices = sub.add_parser(
+        "devices", help="enrolled devices, host-local (over HTTP: `admin devices`)"
+    ).add_subparsers(dest="devices_command", required=True)
     listing = _with_store_args(devices.add_parser("list", help="devices, status and reason"))
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_devices_list)
@@ -509,7 +520,9 @@ def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _add_admin_access(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     admin = _with_store_args(
-        sub.add_parser("create-admin-token", help="make an admin API token (shown once)")
+        sub.add_parser(
+            "create-admin-token", help="make an admin API token (shown once; host-local)"
+        )
     )
     admin.add_argument(
         "--scopes",
@@ -522,9 +535,9 @@ def _add_admin_access(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     admin.add_argument("--json", action="store_true")
     admin.set_defaults(func=cmd_create_admin_token)
 
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
-        dest="audit_command", required=True
-    )
+    audit = sub.add_parser(
+        "audit", help="the audit log, host-local (over HTTP: `admin audit`)"
+    ).add_subparsers(dest="audit_command", required=True)
     verify = _with_store_args(
         audit.add_parser("verify", help="check the hash chain (exit 1 if broken)")
     )
@@ -559,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_admin(sub)
     _add_admin_access(sub)
+    add_admin_commands(sub)
     _add_enclave(sub)
     return parser
 
@@ -569,7 +583,13 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(
         build_parser(),
         argv,
-        expected=(HubError, BundleError, ReferenceStatsError, eventloop.EventLoopUnavailable),
+        expected=(
+            HubError,
+            BundleError,
+            ReferenceStatsError,
+            eventloop.EventLoopUnavailable,
+            AdminCallError,
+        ),
     )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from attestation import PolicyError
+from escalade.bundle_notes import check_bundle, describe, hub_accuracy_warning
 from escalade.console import (
     console,
     print_demo_report,
@@ -48,6 +50,9 @@ def build_models(
         f"hub {m.hub_accuracy:.2%}, cascade {m.cascade_accuracy:.2%} "
         f"at {m.escalation_rate:.1%} escalated (test split)"
     )
+    warning = hub_accuracy_warning(m)
+    if warning is not None:
+        console.print(f"[bold yellow]warning:[/] {warning}")
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
@@ -70,10 +75,33 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from escalade.demo import run_demo
 
+    cached = not args.models
+    if args.rebuild and not cached:
+        console.print(
+            "[red]escalade: error:[/] --rebuild rebuilds the cached bundle; for your own "
+            f"directory run `escalade models build --out {args.models}`"
+        )
+        return 2
     models = Path(args.models).expanduser() if args.models else default_models_dir("digits")
+    if args.rebuild and (models / MANIFEST_NAME).exists():
+        shutil.rmtree(models)
     if not (models / MANIFEST_NAME).exists():
         console.print(f"demo models not found in {models}: building them (digits, seed 0)")
         build_models("digits", models, 0)
+    try:
+        manifest = check_bundle(models)
+    except BundleError as exc:
+        fix = (
+            "run `escalade demo --rebuild` to build it afresh"
+            if cached
+            else f"rebuild it with `escalade models build --out {models}`"
+        )
+        console.print(f"[red]escalade: error:[/] the model bundle in {models} is damaged: {exc}")
+        console.print(f"  {fix}")
+        return 2
+    console.print(
+        describe(models, manifest) + (" (the cache; --rebuild to rebuild)" if cached else "")
+    )
     with progress_bar() as step:
         report = asyncio.run(run_demo(models, progress=step, limit=args.limit))
     print_demo_report(report)
@@ -221,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--models", default=None, help="bundle directory (built if missing)")
     demo.add_argument("--json", default=None, help="also write the figures as JSON here")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N test inputs")
+    demo.add_argument(
+        "--rebuild", action="store_true", help="delete the cached bundle and build it afresh"
+    )
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(

@@ -86,6 +86,7 @@ def print_demo_report(report: DemoReport) -> None:
     pc = report.policy_check
     table.add_row("strict agent (default policy)", f"{pc.source} answer, reason {pc.reason}")
     out.print(table)
+    out.print(f"bytes per escalation vs raw upload: {report.bytes.note}")
     if report.simulated_tee:
         out.print(
             "[bold red]WARNING:[/] the hub ran with a SIMULATED enclave: its attestation "

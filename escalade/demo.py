@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from escalade.bundle_notes import bytes_note
 from escalade.procs import Service, agent_command, enroll_agent, hub_command, migrate_hub, service
 from escalade_protocol.artifacts import ModelManifest, load_manifest, verified_path
 from escalade_protocol.messages import (
@@ -61,6 +62,8 @@ class Bytes(_Report):
 
     per_escalation: float | None
     raw_input: int
+    # Why the two compare as they do (embedding size against input size).
+    note: str
 
 
 class PolicyCheck(_Report):
@@ -139,6 +142,7 @@ def summarize(
         bytes=Bytes(
             per_escalation=float(np.mean(sent)) if sent else None,
             raw_input=_raw_envelope_bytes(manifest, sent),
+            note=bytes_note(manifest),
         ),
         rejected=rejected,
         attestation=verdicts[-1] if verdicts else None,

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     DEVICE_REVOKED = "device_revoked"
     DEVICE_QUARANTINED = "device_quarantined"
+    DEVICE_PENDING = "device_pending"
     EMBEDDING_REJECTED = "embedding_rejected"
     BAD_SIGNATURE = "bad_signature"
     BAD_CIPHERTEXT = "bad_ciphertext"
@@ -63,6 +64,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DEVICE_REVOKED: 403,
     # Refused until an operator releases the device (`cloud-hub devices release ID`).
     ErrorCode.DEVICE_QUARANTINED: 403,
+    # Enrolled with a token that needs approval: refused until an administrator approves it
+    # (`cloud-hub admin devices approve ID`).
+    ErrorCode.DEVICE_PENDING: 403,
     # The embedding failed the hub's poisoning checks; the reason names the tier.
     ErrorCode.EMBEDDING_REJECTED: 422,
     ErrorCode.BAD_CIPHERTEXT: 400,

@@ -245,7 +245,7 @@ def test_a_manually_approved_device_waits_until_the_operator_approves(hub_dir: P
     one_line_error(again, "is active")
     verified = hub_cli("audit", "verify", "--data-dir", str(hub_dir), "--json")
     assert verified.returncode == 0
-    assert json.loads(verified.stdout)["entries"] == 2  # enroll, approve
+    assert json.loads(verified.stdout)["entries"] == 3  # token_create, enroll, approve
     one_line_error(hub_cli("tokens", "create", "--data-dir", str(hub_dir), "--uses", "0"), "--uses")
 
 
@@ -269,3 +269,16 @@ def test_audit_verify_exits_1_naming_the_broken_entry(hub_dir: Path) -> None:
     result = hub_cli("audit", "verify", "--data-dir", str(hub_dir), "--json")
     assert result.returncode == 1
     assert json.loads(result.stdout)["first_broken"]["entry_id"] == first
+
+
+def test_direct_database_commands_say_they_are_host_local() -> None:
+    """`tokens`, `devices`, `audit` and `create-admin-token` open the database; `admin ...`
+    is the administrator's way in, over HTTP."""
+    result = hub_cli("--help")
+    assert result.returncode == 0
+    lines = {
+        line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("    ")
+    }
+    for command in ("tokens", "devices", "audit", "create-admin-token"):
+        assert "host-local" in lines[command], lines[command]
+    assert "admin API (HTTP)" in lines["admin"]

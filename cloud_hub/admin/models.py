@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from cloud_hub.audit import AuditEvidence
 from cloud_hub.store import AuditEvent, ChainVerdict, Device, EnrollmentToken
 
 DeviceStatus = Literal["pending", "active", "quarantined", "revoked"]
 MAX_PAGE = 500
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; the hub writes only UTC, and the wire says so
+    # (RFC 3339 needs the offset).
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class AdminModel(BaseModel):
@@ -32,9 +41,9 @@ class DeviceOut(AdminModel):
     profile: str
     status: DeviceStatus
     status_reason: str
-    enrolled_at: datetime
-    status_changed_at: datetime | None
-    last_seen_at: datetime | None
+    enrolled_at: UtcDatetime
+    status_changed_at: UtcDatetime | None
+    last_seen_at: UtcDatetime | None
     cusum: float
 
     @classmethod
@@ -60,7 +69,8 @@ class DevicePage(AdminModel):
 class TokenCreate(AdminModel):
     ttl_hours: float = Field(default=24.0, gt=0, le=24 * 365)
     uses: int = Field(default=1, ge=1, le=10_000)
-    auto_approve: bool = True
+    # Omitted: the policy's auto_approve.
+    auto_approve: bool | None = None
     note: str = Field(default="", max_length=200)
 
     @field_validator("ttl_hours")
@@ -75,20 +85,20 @@ class TokenCreated(AdminModel):
     # The secret, shown this once: only its hash is kept.
     token: str
     token_id: str
-    expires_at: datetime
+    expires_at: UtcDatetime
     uses: int
     auto_approve: bool
 
 
 class TokenOut(AdminModel):
     token_id: str
-    created_at: datetime
-    expires_at: datetime
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
     uses_left: int
     auto_approve: bool
     note: str
-    used_at: datetime | None
-    revoked_at: datetime | None
+    used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
 
     @classmethod
     def of(cls, t: EnrollmentToken) -> TokenOut:
@@ -110,7 +120,7 @@ class TokenList(AdminModel):
 
 class AuditEntry(AdminModel):
     id: int
-    at: datetime
+    at: UtcDatetime
     device_id: uuid.UUID | None
     action: str
     actor: str

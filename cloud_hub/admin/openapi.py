@@ -14,7 +14,7 @@ from pydantic.json_schema import JsonSchemaValue, models_json_schema
 from escalade_protocol.messages import ErrorBody
 
 if TYPE_CHECKING:
-    from cloud_hub.admin.routes import Endpoint
+    from cloud_hub.admin.endpoint import Endpoint
 
 REF = "#/components/schemas/{model}"
 _DESCRIPTIONS = {

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
+from cloud_hub.admin.endpoint import (
+    NOT_FOUND_CONFLICT,
+    Endpoint,
+    Handler,
+    parse_body,
+    parse_query,
+    path_uuid,
+)
+from cloud_hub.admin.enrollment_tokens import issue_token
+from cloud_hub.admin.fleet import FLEET_ENDPOINTS
 from cloud_hub.admin.models import (
     AuditEntry,
     AuditPage,
@@ -27,69 +36,27 @@ from cloud_hub.admin.models import (
     TokenList,
     TokenOut,
 )
-from cloud_hub.admin.queries import AuditQuery, DeviceQuery, NoQuery, Query
+from cloud_hub.admin.queries import AuditQuery, DeviceQuery, NoQuery
 from cloud_hub.admin.tokens import Scope, authenticate
-from cloud_hub.enrollment import create_token, token_hash
+from cloud_hub.enrollment import token_hash
 from cloud_hub.escalation import EscalationService
+from cloud_hub.store.policies import load_policy
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.http import error_response, json_response, read_body
+from escalade_protocol.http import error_response, json_response
 
 PREFIX = "/admin/v1"
 ADMIN_SERVICE = web.AppKey("admin_service", EscalationService)
-Handler = Callable[[web.Request, EscalationService], Awaitable[web.Response]]
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    method: str
-    path: str
-    summary: str
-    handler: Handler
-    response: type[BaseModel]
-    body: type[BaseModel] | None = None
-    query: type[Query] = NoQuery
-    status: int = 200
-    errors: tuple[int, ...] = field(default=(400, 401, 403))
-
-    @property
-    def scope(self) -> Scope:
-        return Scope.READ if self.method == "GET" else Scope.WRITE
-
-
-def _parse(model: type[Query], request: web.Request) -> Query:
-    try:
-        return model.model_validate(dict(request.query))
-    except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'query'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid query: {details}") from None
-
-
-async def _body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw = await read_body(request)
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid {model.__name__}: {details}") from None
 
 
 def _device_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["device_id"])
-    except ValueError:
-        raise ProtocolError(ErrorCode.NOT_FOUND, "no such device") from None
+    return path_uuid(request, "device_id", "device")
 
 
 # -- devices --------------------------------------------------------------------------------
 
 
 async def list_devices(request: web.Request, service: EscalationService) -> web.Response:
-    q = _parse(DeviceQuery, request)
-    assert isinstance(q, DeviceQuery)
+    q = parse_query(DeviceQuery, request)
     rows = await service.blocking(
         service.store.page_devices,
         status=q.status,
@@ -128,8 +95,7 @@ def _status_handler(name: str) -> Handler:
 
     async def handle(request: web.Request, service: EscalationService) -> web.Response:
         device_id = _device_id(request)
-        body = await _body(request, StatusChange)
-        assert isinstance(body, StatusChange)
+        body = await parse_body(request, StatusChange)
         store = service.store
         if change.status == "revoked":
             device = await service.blocking(store.get_device, device_id)
@@ -162,35 +128,39 @@ def _status_handler(name: str) -> Handler:
 
 
 async def create_enrollment_token(request: web.Request, service: EscalationService) -> web.Response:
-    body = await _body(request, TokenCreate)
-    assert isinstance(body, TokenCreate)
+    body = await parse_body(request, TokenCreate)
+    auto_approve = body.auto_approve
+    if auto_approve is None:
+        # Not said: the policy's default applies.
+        auto_approve = (await service.blocking(load_policy, service.store.engine)).auto_approve
     secret, expires = await service.blocking(
-        create_token,
+        issue_token,
         service.store,
         ttl=timedelta(hours=body.ttl_hours),
         note=body.note,
         uses=body.uses,
-        auto_approve=body.auto_approve,
+        auto_approve=auto_approve,
+        actor="admin",
     )
     created = TokenCreated(
         token=secret,
         token_id=token_hash(secret),
         expires_at=expires,
         uses=body.uses,
-        auto_approve=body.auto_approve,
+        auto_approve=auto_approve,
     )
     return json_response(created, status=201)
 
 
 async def list_enrollment_tokens(request: web.Request, service: EscalationService) -> web.Response:
-    _parse(NoQuery, request)
+    parse_query(NoQuery, request)
     tokens = await service.blocking(service.store.list_tokens)
     return json_response(TokenList(items=[TokenOut.of(t) for t in tokens]))
 
 
 async def revoke_enrollment_token(request: web.Request, service: EscalationService) -> web.Response:
     token_id = request.match_info["token_id"]
-    await _body(request, StatusChange)
+    await parse_body(request, StatusChange)
     revoked = await service.blocking(service.store.revoke_token, token_id, actor="admin")
     tokens = await service.blocking(service.store.list_tokens)
     found = next((t for t in tokens if t.token_hash == token_id), None)
@@ -205,8 +175,7 @@ async def revoke_enrollment_token(request: web.Request, service: EscalationServi
 
 
 async def list_audit(request: web.Request, service: EscalationService) -> web.Response:
-    q = _parse(AuditQuery, request)
-    assert isinstance(q, AuditQuery)
+    q = parse_query(AuditQuery, request)
     events = await service.blocking(
         service.store.audit_log, q.device_id, after_id=q.cursor or 0, limit=q.limit
     )
@@ -215,12 +184,10 @@ async def list_audit(request: web.Request, service: EscalationService) -> web.Re
 
 
 async def verify_audit(request: web.Request, service: EscalationService) -> web.Response:
-    _parse(NoQuery, request)
+    parse_query(NoQuery, request)
     verdict = await service.blocking(service.store.verify_audit_chain)
     return json_response(ChainReport.of(verdict))
 
-
-NOT_FOUND_CONFLICT = (400, 401, 403, 404, 409)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/devices", "List devices (filters, cursor pagination)", list_devices,
@@ -242,6 +209,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              AuditPage, query=AuditQuery),
     Endpoint("GET", "/audit/verify", "Check the audit log's hash chain", verify_audit,
              ChainReport),
+    *FLEET_ENDPOINTS,
 )  # fmt: skip
 
 

@@ -288,10 +288,14 @@ class Store:
         note: str = "",
         uses: int = 1,
         auto_approve: bool = True,
+        audited_by: str | None = None,
     ) -> datetime:
+        """Store an enrollment token's hash; with `audited_by` (admin, operator) its creation
+        is logged in the audit log in the same transaction."""
         now = datetime.now(UTC)
         expires = now + ttl
-        with self.engine.begin() as conn:
+
+        def work(conn: Connection) -> datetime:
             conn.execute(
                 insert(enrollment_tokens).values(
                     token_hash=token_hash,
@@ -302,7 +306,24 @@ class Store:
                     auto_approve=auto_approve,
                 )
             )
-        return expires
+            if audited_by is not None:
+                approval = "active at once" if auto_approve else "pending approval"
+                audit_log.append(
+                    conn,
+                    device_id=None,
+                    action="token_create",
+                    actor=audited_by,
+                    reason=f"enrollment token {token_hash[:16]} for {uses} device(s), "
+                    f"{approval}, until {expires:%Y-%m-%d %H:%M} UTC",
+                    evidence=OperatorEvidence(),
+                    at=now,
+                )
+            return expires
+
+        if audited_by is None:
+            with self.engine.begin() as conn:
+                return work(conn)
+        return audit_log.in_chained_transaction(self.engine, work)
 
     def list_tokens(self) -> list[EnrollmentToken]:
         with self.engine.connect() as conn:

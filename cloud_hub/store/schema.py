@@ -163,3 +163,38 @@ hub_replicas = Table(
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
     Column("stopped_at", DateTime(timezone=True), nullable=True),
 )
+
+# The model catalogue (admin API): models, and each version registered with its files' digests
+# and the summary of its reference statistics. Registration records what an administrator
+# vouches for; the hub serves the bundle it was started with.
+models = Table(
+    "models",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model_id", String(64), ForeignKey("models.model_id"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("note", String(200), nullable=False, default=""),
+    # JSON: the `ModelFiles` of cloud_hub/store/catalog.py (path -> SHA-256, sizes).
+    Column("files", Text, nullable=False),
+    # JSON: the `ReferenceSummary` (band edges, dims, the calibration file's digest).
+    Column("reference", Text, nullable=False),
+)
+
+# The hub's policy (replay window, poisoning thresholds, auto-approval): one row per name
+# ("hub"), the document as typed JSON (cloud_hub/store/policies.py). No row: the defaults.
+policies = Table(
+    "policies",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("document", Text, nullable=False),
+    # Bumped on every update, so a replica can tell it holds an older policy.
+    Column("revision", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
