@@ -202,6 +202,7 @@ def make_app(state: HubState) -> web.Application:
     app[STATE] = state
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await state.service.reload_policy()  # the fleet policy before the first request
         state.service.start()
         yield
         await state.service.close()

@@ -23,12 +23,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hubdb import migrated_data_dir
 from onnx import helper, numpy_helper
 
+from cloud_hub.app import build_state
 from cloud_hub.audit import AuditProofEvidence
 from cloud_hub.audits import AuditDesk, AuditOutcome, AuditPolicy, AuditSampler, judge_reveal
 from cloud_hub.audits.verdict import relative_distance
+from cloud_hub.config import HubConfig
 from cloud_hub.store import Store, sqlite_url
+from cloud_hub.store.policies import HubPolicy, save_policy
 from edge_agent.audit_store import AUDIT_KEY_FILE, AUDIT_STORE_FILE, AuditStore
 from escalade.audit_bench import run_audit_bench
 from escalade.demo import infer
@@ -330,3 +334,31 @@ def test_the_audit_bench_reports_what_the_hub_would_decide(bundle_dir: Path) -> 
     assert all(h.false_quarantines == 0 for h in report.honest)
     assert all(h.worst_distance < report.tolerance for h in report.honest)
     assert report.audit_cost_us > 0
+
+
+async def test_the_fleet_policy_turns_audits_on_across_the_hub(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """An administrator's stored policy (admin API) reaches the running service: audit rate,
+    replay window, refusal band — and the attested bundle tells devices the new rate."""
+    state = build_state(
+        HubConfig(
+            data_dir=migrated_data_dir(tmp_path), models_dir=bundle_dir, allow_simulated_tee=True
+        )
+    )
+    service = state.service
+    try:
+        assert not await service.reload_policy()  # nothing stored: the configured defaults
+        assert service.model_info.audit_rate == 0.0
+        save_policy(
+            service.store.engine,
+            HubPolicy(audit_rate=0.25, timestamp_window_ms=5_000, reject_score=1.5),
+        )
+        assert await service.reload_policy()
+        assert service.model_info.audit_rate == 0.25
+        assert service.auditor.policy.rate == 0.25
+        assert service.pipeline.policy.timestamp_window_ms == 5_000
+        assert service.pipeline.policy.reject_score == 1.5
+        assert not await service.reload_policy()  # same revision: nothing to do
+    finally:
+        await service.close()

@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from cloud_hub.audit import AuditProofEvidence
@@ -50,13 +51,24 @@ class Auditor:
         desk: AuditDesk | None = None,
     ) -> None:
         self.desk = desk or AuditDesk(policy)
-        self.policy = policy
+        self._bundle_dir = bundle_dir
         self._wire_dtype = wire_dtype
         self._hub_key = hub_key
         self._quarantine = quarantine
         self._counted = counted
-        self._reencoder = Reencoder(bundle_dir) if policy.rate > 0 else None
+        self._reencoder: Reencoder | None = None  # loaded when the first audit is asked
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-audit")
+        self.set_rate(policy.rate)
+
+    @property
+    def policy(self) -> AuditPolicy:
+        return self.desk.policy
+
+    def set_rate(self, rate: float) -> None:
+        """A new fleet policy: asks for audits at this rate from now on (pending ones stand)."""
+        self.desk.policy = replace(self.desk.policy, rate=rate)
+        if rate > 0 and self._reencoder is None:
+            self._reencoder = Reencoder(self._bundle_dir)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)

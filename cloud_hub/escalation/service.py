@@ -51,6 +51,7 @@ from cloud_hub.metrics import HubMetrics
 from cloud_hub.poisoning import ReputationParams
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Device, Store
+from cloud_hub.store.policies import HubPolicy, load_stored_policy
 from escalade_protocol.device_reports import AuditReveal
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.messages import HubModelInfo
@@ -83,6 +84,9 @@ class ServiceConfig:
     # how often the sample is checked (off the request path).
     knn_sample_rate: float = 0.02
     knn_interval_s: float = 10.0
+    # How often the stored fleet policy (admin API) is read back: replicas follow an
+    # administrator's change within this.
+    policy_reload_s: float = 5.0
     # Audits by re-encoding (off unless the rate is above 0).
     audit: AuditPolicy = field(default_factory=AuditPolicy)
     # Force the model onto the loop (True) or a thread (False); None: decide by its latency.
@@ -150,25 +154,27 @@ class EscalationService:
         self._in_flight = 0
         # When each device's latest escalation was recorded (epoch s), until the next flush.
         self._last_seen: dict[uuid.UUID, float] = {}
+        # The stored policy's revision in force (0: none stored yet, the configured defaults).
+        self._policy_revision = 0
 
     @property
     def model_info(self) -> HubModelInfo:
         """What the attestation bundle says of the model served, audit policy included."""
-        return self.model.info.model_copy(update={"audit_rate": self.config.audit.rate})
+        return self.model.info.model_copy(update={"audit_rate": self.auditor.policy.rate})
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the background jobs (call on the running loop)."""
         c = self.config
-        self._supervisor.every("cohort-sweep", c.cohort_interval_s, self._sweep_job)
+        self._supervisor.every("cohort-sweep", c.cohort_interval_s, self.sweep_cohorts)
         self._supervisor.every("reputation-flush", c.reputation_flush_s, self.flush_reputations)
         self._supervisor.every("replay-prune", c.prune_interval_s, self.prune_replays)
         self._supervisor.every("last-seen-flush", c.last_seen_flush_s, self.flush_last_seen)
+        self._supervisor.every("policy-reload", c.policy_reload_s, self.reload_policy)
         if self.knn is not None:
-            self._supervisor.every("knn-audit", c.knn_interval_s, self._knn_job)
-        if c.audit.rate > 0:
-            self._supervisor.every("audit-deadlines", 1.0, self._expire_audits)
+            self._supervisor.every("knn-audit", c.knn_interval_s, self.audit_knn)
+        self._supervisor.every("audit-deadlines", 1.0, self.auditor.expire)
         if self.store.is_local:
             self._supervisor.every("wal-checkpoint", c.checkpoint_interval_s, self._checkpoint)
 
@@ -280,9 +286,6 @@ class EscalationService:
         )
         return changed
 
-    async def _expire_audits(self) -> None:
-        await self.auditor.expire()
-
     async def reveal(self, device: Device, item: AuditReveal) -> AuditOutcome | None:
         """A device's reveal for an audited escalation (from its device report)."""
         return await self.auditor.reveal(device, item)
@@ -332,12 +335,6 @@ class EscalationService:
             log.warning("k-NN audit flagged %d of %d sampled embeddings", len(flags), len(taken))
         return len(flags)
 
-    async def _knn_job(self) -> None:
-        await self.audit_knn()
-
-    async def _sweep_job(self) -> None:
-        await self.sweep_cohorts()
-
     async def flush_reputations(self) -> None:
         pending = self.reputations.drain()
         if not pending:
@@ -350,6 +347,33 @@ class EscalationService:
             self.reputations.restore(pending)  # written at the next flush instead
             raise
         self.reputations.merged(pending, merged)
+
+    async def reload_policy(self) -> bool:
+        """Apply the stored fleet policy if it changed since the last look; True if it did."""
+        stored = await self.blocking(load_stored_policy, self.store.engine)
+        if stored.revision == self._policy_revision:
+            return False
+        self.apply_policy(stored.policy)
+        self._policy_revision = stored.revision
+        log.info("fleet policy revision %d applied: %s", stored.revision, stored.policy.summary())
+        return True
+
+    def apply_policy(self, policy: HubPolicy) -> None:
+        """Take the administrator's policy: replay window, refusal and reputation bands, audits
+        (the fleet rate, or this replica's own when the policy names none)."""
+        self.pipeline.policy = EscalationPolicy(
+            timestamp_window_ms=policy.timestamp_window_ms, reject_score=policy.reject_score
+        )
+        r = policy.reputation
+        self.reputations.params = ReputationParams(
+            drift_allowance=r.drift_allowance,
+            decision_limit=r.decision_limit,
+            failure_score=r.failure_score,
+            hold=r.hold,
+            ceiling=r.ceiling,
+        )
+        rate = self.config.audit.rate if policy.audit_rate is None else policy.audit_rate
+        self.auditor.set_rate(rate)
 
     async def flush_last_seen(self) -> None:
         seen, self._last_seen = self._last_seen, {}

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("cloud_hub")
 
-Job = Callable[[], Awaitable[None]]
+# A job may return a value (what it did, for callers that run it directly); it is ignored.
+Job = Callable[[], Awaitable[object]]
 
 
 class Supervisor:

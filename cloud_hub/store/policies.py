@@ -68,6 +68,9 @@ class HubPolicy(_Doc):
     # Whether an enrollment token made without saying so activates its devices at once
     # (False: they wait, pending, for an administrator's approval).
     auto_approve: bool = True
+    # Audits by re-encoding (docs/provenance.md): the share of answered escalations whose
+    # input the device must reveal to the enclave; None: this replica's --audit-rate.
+    audit_rate: float | None = Field(default=None, ge=0.0, le=1.0)
 
     def summary(self) -> str:
         r = self.reputation
@@ -76,6 +79,7 @@ class HubPolicy(_Doc):
             f"quarantine at {r.decision_limit:g} for {r.hold} (k {r.drift_allowance:g}, "
             f"failure {r.failure_score:g}, ceiling {r.ceiling:g}), "
             f"auto-approve {'on' if self.auto_approve else 'off'}"
+            + ("" if self.audit_rate is None else f", audits {self.audit_rate:.2%}")
         )
 
 
