@@ -31,10 +31,14 @@ from aiohttp import web
 from attestation import Verdict
 from edge_agent import v2
 from edge_agent.batcher import MicroBatcher
-from edge_agent.config import AgentConfig
+from edge_agent.config import AUTO, AgentConfig
+from edge_agent.discovery import AgentAdvert, MdnsSettings, on_lan
+from edge_agent.discovery.mdns import software_version
 from edge_agent.domain import BundleDomain
 from edge_agent.errors import HubUnavailable
+from edge_agent.hub_choice import CandidateSource
 from edge_agent.hub_client import HubClient
+from edge_agent.hub_pool import CandidateInfo, HubPool, Hubs
 from edge_agent.identity import DeviceIdentity
 from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox
@@ -99,7 +103,7 @@ class AgentState:
     outbox: Outbox
     api_token: bytes | None = None
     rng: random.Random = field(default_factory=random.Random)
-    client: HubClient | None = None
+    client: Hubs | None = None
     batcher: MicroBatcher | None = None
     metrics: AgentMetrics | None = None
     ready: bool = False
@@ -107,8 +111,17 @@ class AgentState:
     inflight: int = 0
 
     @property
-    def hub_url(self) -> str:
+    def configured_hub(self) -> str:
+        """The configured hub: a URL, or "auto" (discovered on the LAN)."""
         return self.config.hub_url or self.identity.hub_url
+
+    @property
+    def hub_url(self) -> str:
+        """The hub in use: the configured URL, or the discovered one ("auto" while none)."""
+        client = self.client
+        if isinstance(client, HubPool):
+            return client.current_url or self.configured_hub
+        return self.configured_hub
 
 
 STATE = web.AppKey("state", AgentState)
@@ -129,7 +142,7 @@ _BUDGETS = frozenset(
 
 
 def _local_outcome(
-    decision: Decision, client: HubClient, *, out_of_domain: bool
+    decision: Decision, client: Hubs, *, out_of_domain: bool
 ) -> tuple[AnswerPath, AnswerReason, ErrorCode | None]:
     """Path and reason of the answer before any escalation (typed, from the router's reason)."""
     if out_of_domain:
@@ -415,18 +428,48 @@ def make_app(state: AgentState) -> web.Application:
         from edge_agent.service import run_background
 
         state.runtime.warm_up()
+        config = state.config
         async with aiohttp.ClientSession() as http:
-            state.client = HubClient(
-                AiohttpTransport(http, state.hub_url),
-                identity=state.identity,
-                manifest=state.runtime.manifest,
-                policy=state.config.policy,
-                attestation_ttl_s=state.config.attestation_ttl_s,
-                timeout_s=state.config.hub_timeout_s,
-                breaker_cooldown_s=state.config.breaker_cooldown_s,
-                breaker_max_cooldown_s=state.config.breaker_max_cooldown_s,
+
+            def hub_client(url: str, info: CandidateInfo) -> HubClient:
+                return HubClient(
+                    AiohttpTransport(http, url),
+                    identity=state.identity,
+                    manifest=state.runtime.manifest,
+                    policy=config.policy,
+                    attestation_ttl_s=config.attestation_ttl_s,
+                    timeout_s=config.hub_timeout_s,
+                    breaker_cooldown_s=config.breaker_cooldown_s,
+                    breaker_max_cooldown_s=config.breaker_max_cooldown_s,
+                    expected_key_id=bytes.fromhex(info.kfp) if info.kfp else None,
+                )
+
+            pool = HubPool(hub_client)
+            state.client = pool
+            discovering = state.configured_hub == AUTO
+            if not discovering:
+                pool.set_candidates(CandidateSource.STATIC, {state.configured_hub: CandidateInfo()})
+            advert = (
+                AgentAdvert(
+                    txtvers="1",
+                    id=str(state.identity.device_id),
+                    prof=state.profile.name,
+                    enr="1",
+                    ver=software_version(),
+                )
+                if config.advertise
+                else None
             )
-            async with run_background(state):
+            lan = MdnsSettings(interfaces=config.discovery_interfaces, ipv6=config.discovery_ipv6)
+            async with (
+                on_lan(
+                    lan,
+                    pool=pool if discovering else None,
+                    advert=advert,
+                    port=config.port,
+                ),
+                run_background(state),
+            ):
                 yield
         state.outbox.close()
         log.info("agent stopped")
