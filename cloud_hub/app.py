@@ -20,6 +20,7 @@ from attestation.binding import NONCE_SIZE
 from attestation.pccs import PccsClient
 from cloud_hub.admin.routes import PREFIX as ADMIN_PREFIX
 from cloud_hub.admin.routes import admin_app
+from cloud_hub.advertise import AdvertiseSettings, HubAdvertiser
 from cloud_hub.attestation_desk import AttestationDesk, AttestationLimits
 from cloud_hub.attesters import Attester, CollateralRefresher, DcapAttester, make_attester
 from cloud_hub.config import HubConfig
@@ -68,6 +69,8 @@ class HubState:
 
 
 STATE = web.AppKey("state", HubState)
+# Present when the hub announces itself on the LAN (`cloud-hub serve`, unless --no-advertise).
+ADVERTISER = web.AppKey("advertiser", HubAdvertiser)
 
 
 def build_state(config: HubConfig, *, service_config: ServiceConfig | None = None) -> HubState:
@@ -164,7 +167,7 @@ async def handle_escalate(request: web.Request) -> web.Response:
     return web.Response(body=answer, content_type=ANSWER_CONTENT_TYPE)
 
 
-def make_app(state: HubState) -> web.Application:
+def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
     )
@@ -199,6 +202,18 @@ def make_app(state: HubState) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(collateral)
+    if advertise is not None:
+        tee = "dcap" if isinstance(state.attester, DcapAttester) else "simulated"
+        advertiser = app[ADVERTISER] = HubAdvertiser(
+            advertise, tee=tee, key_id=state.identity.key_id
+        )
+
+        async def announce(_app: web.Application) -> AsyncIterator[None]:
+            await advertiser.open()
+            yield
+            await advertiser.close()
+
+        app.cleanup_ctx.append(announce)
     app.router.add_get("/v1/health", handle_health)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/v1/attestation", handle_attestation)

@@ -16,13 +16,15 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from cloud_hub.admin import Scope, create_admin_token
-from cloud_hub.app import build_state, make_app
+from cloud_hub.advertise import AdvertiseSettings
+from cloud_hub.app import ADVERTISER, build_state, make_app
 from cloud_hub.config import HubConfig
 from cloud_hub.enrollment import create_token
 from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, migrate_database, schema_version, sqlite_url
 from cloud_hub.store.files import prepare_data_dir, prepare_sqlite_file
+from edge_agent.discovery.mdns import MdnsSettings
 from escalade_protocol import eventloop
 from escalade_protocol.artifacts import BundleError
 from escalade_protocol.entrypoint import run_command
@@ -44,10 +46,13 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2))
 
 
-async def _serve(config: HubConfig) -> None:
+async def _serve(config: HubConfig, advertise: AdvertiseSettings | None) -> None:
     state = build_state(config)
+    app = make_app(state, advertise=advertise)
 
     def listening(url: str) -> None:
+        if ADVERTISER in app:
+            app[ADVERTISER].listening(int(url.rsplit(":", 1)[1]))
         logging.getLogger("cloud_hub").info(
             "hub listening on %s, model %s v%d, hub key %s",
             url,
@@ -57,7 +62,7 @@ async def _serve(config: HubConfig) -> None:
         )
 
     await serve_until_terminated(
-        make_app(state),
+        app,
         host=config.host,
         port=config.port,
         announce_ready=config.announce_ready,
@@ -89,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            eventloop.run(_serve(config), choice=args.event_loop)
+            eventloop.run(_serve(config, _advertise(args)), choice=args.event_loop)
     except OSError as exc:
         if exc.errno not in _LISTEN_ERRORS:
             raise
@@ -422,7 +427,24 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "database only it can reach: the enclave's sealed one)",
     )
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
+    serve.add_argument(
+        "--no-advertise", action="store_true", help="do not announce the hub on the LAN (mDNS)"
+    )
+    serve.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        help="announce on this interface (repeatable; default: the system's default one)",
+    )
+    serve.add_argument("--mdns-ipv6", action="store_true", help="announce over IPv6 as well")
     serve.set_defaults(func=cmd_serve)
+
+
+def _advertise(args: argparse.Namespace) -> AdvertiseSettings | None:
+    if args.no_advertise:
+        return None
+    mdns = MdnsSettings(interfaces=tuple(args.mdns_interface), ipv6=args.mdns_ipv6)
+    return AdvertiseSettings(host=args.host, mdns=mdns)
 
 
 def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -20,7 +20,9 @@ import onnxruntime as ort
 from pydantic import BaseModel
 
 from edge_agent.api import AgentState, make_app
-from edge_agent.config import ENV_PREFIX, AgentConfig, ConfigError
+from edge_agent.config import AUTO, ENV_PREFIX, AgentConfig, ConfigError
+from edge_agent.discovery.mdns import MdnsSettings
+from edge_agent.discovery.survey import SurveyParams, survey
 from edge_agent.domain import load_domain
 from edge_agent.enrollment import enroll, read_token
 from edge_agent.errors import AgentError
@@ -39,7 +41,7 @@ from edge_agent.router import RouterConfig, RouterState
 from edge_agent.runtime import EdgeRuntime
 from edge_agent.service import notify, render_unit
 from edge_agent.transport import AiohttpTransport
-from escalade_protocol.artifacts import BundleError
+from escalade_protocol.artifacts import BundleError, load_manifest
 from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
 from escalade_protocol.messages import AgentHealth
@@ -156,23 +158,69 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     token = read_token(token=args.token, token_file=args.token_file, stdin=sys.stdin)
-    if args.config or args.data_dir is None:
-        config = _load_config(args, data_dir=args.data_dir, models_dir=".", hub_url=args.hub)
+    config: AgentConfig | None = None
+    if args.config or args.data_dir is None or args.hub == AUTO:
+        models = args.models or (None if args.config else ".")
+        config = _load_config(args, data_dir=args.data_dir, models_dir=models, hub_url=args.hub)
         data_dir, hub, profile = config.data_dir, config.hub_url, _profile(config)
     else:
         data_dir, hub = Path(args.data_dir).expanduser(), args.hub
         profile = load_profile(args.profile) if args.profile else _detect(Path("/"), None).profile
     if hub is None:
-        raise ConfigError("enroll needs the hub: pass --hub URL or set hub_url in the config")
+        raise ConfigError("enroll needs the hub: pass --hub URL or auto, or set hub_url")
+    url = hub
+    if hub == AUTO:
+        assert config is not None
+        url = _discovered_hub(config)
     identity = asyncio.run(
-        enroll(hub_url=hub, token=token, data_dir=data_dir, profile=profile.name)
+        enroll(hub_url=url, token=token, data_dir=data_dir, profile=profile.name, remember=hub)
     )
     _emit(
         args,
-        {"device_id": identity.device_id, "hub_url": hub},
-        f"enrolled as device {identity.device_id} with hub {hub}",
+        {"device_id": identity.device_id, "hub_url": url, "configured_hub": hub},
+        f"enrolled as device {identity.device_id} with hub {url}",
     )
     return 0
+
+
+def _survey_params(config: AgentConfig, listen_s: float) -> SurveyParams:
+    try:
+        manifest = load_manifest(config.models_dir)
+    except BundleError as exc:
+        raise AgentError(f"hubs are attested against this device's model bundle: {exc}") from None
+    return SurveyParams(
+        mdns=MdnsSettings(interfaces=config.discovery_interfaces, ipv6=config.discovery_ipv6),
+        policy=config.policy,
+        manifest=manifest,
+        listen_s=listen_s,
+        timeout_s=config.hub_timeout_s,
+    )
+
+
+def _discovered_hub(config: AgentConfig) -> str:
+    """The best attested hub on the LAN: the token goes to no hub that is not attested."""
+    found = asyncio.run(survey(_survey_params(config, config.discovery_timeout_s)))
+    usable = found.usable
+    if not usable or usable[0].url is None:
+        refused = "; ".join(f"{h.name}: {h.refusal}" for h in found.hubs) or "none answered"
+        raise AgentError(f"no attested hub found on the LAN ({refused})")
+    return usable[0].url
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    config = _load_config(args, data_dir=args.data_dir or ".", models_dir=args.models)
+    listen_s = args.timeout if args.timeout is not None else config.discovery_timeout_s
+    found = asyncio.run(survey(_survey_params(config, listen_s)))
+    lines = [
+        f"{'ok     ' if h.attested else 'REFUSED'} {h.name}  {h.url or '-'}  "
+        + (f"{h.latency_ms:.1f} ms  " if h.latency_ms is not None else "")
+        + f"verdict={h.verdict or '-'}  "
+        + " ".join(f"{k}={v}" for k, v in h.txt.items())
+        + (f"\n        refused: {h.refusal}" if h.refusal else "")
+        for h in found.hubs
+    ]
+    _emit(args, found, "\n".join(lines) or "no hub found on the LAN")
+    return 0 if found.usable else 1
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -461,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
     p.set_defaults(func=cmd_init)
 
     p = command("enroll", "enroll this device with a hub using a one-time token")
-    p.add_argument("--hub", default=None, help="hub URL (default: hub_url from the config)")
+    p.add_argument("--hub", default=None, help="hub URL or auto (default: the config's)")
     p.add_argument("--token", default=None, help="token (visible to other users: prefer a file)")
     p.add_argument("--token-file", default=None, help="read the token from FILE ('-': stdin)")
     p.add_argument("--config", default=None, help="agent.toml")
@@ -470,11 +518,22 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
     json_flag(p)
     p.set_defaults(func=cmd_enroll)
 
+    p.add_argument("--models", default=None, help="model bundle (attests hubs with --hub auto)")
+
+    p = command("discover", "list hubs announced on the LAN, attest each (exit 1: none usable)")
+    p.add_argument("--config", default=None, help="agent.toml (policy, interfaces)")
+    p.add_argument("--data-dir", default=None, help="state folder (unused, for config checks)")
+    p.add_argument("--models", default=None, help="model bundle folder")
+    p.add_argument("--policy", default=None, help="attestation policy TOML")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to listen (config's)")
+    json_flag(p)
+    p.set_defaults(func=cmd_discover)
+
     p = command("run", "serve the local API (v1 and KServe v2) until SIGTERM")
     p.add_argument("--config", default=None, help="agent.toml (env and flags override it)")
     p.add_argument("--data-dir", default=None, help="state folder (key, outbox)")
     p.add_argument("--models", default=None, help="model bundle folder")
-    p.add_argument("--hub", default=None, help="hub URL (default: the enrolled hub)")
+    p.add_argument("--hub", default=None, help="hub URL or auto (default: the enrolled hub)")
     p.add_argument("--profile", default=None, help="firmware profile NAME or .toml (detect)")
     p.add_argument("--host", default=None, help="listen address (config default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=None, help="0 picks a free one (default 8780)")

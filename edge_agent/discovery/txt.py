@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 HUB_SERVICE = "_escalade-hub._tcp.local."
 AGENT_SERVICE = "_escalade-agent._tcp.local."
 TXT_VERSION = "1"
-API_V1 = "/v1"
+API_V1: Final = "/v1"
 MAX_ITEM_BYTES = 255
 MAX_KEY_CHARS = 9
 # A whole record kept well under one Ethernet frame's worth (RFC 6763 section 6.2 suggests
