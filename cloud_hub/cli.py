@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from cloud_hub import lan_devices
 from cloud_hub.admin import Scope, create_admin_token
 from cloud_hub.advertise import AdvertiseSettings
 from cloud_hub.app import ADVERTISER, build_state, make_app
@@ -550,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin(sub)
     _add_admin_access(sub)
     _add_enclave(sub)
+    lan = sub.add_parser("lan-devices", help="list devices announcing themselves on the LAN")
+    lan_devices.add_arguments(lan)
+    lan.set_defaults(func=lan_devices.lan_devices)
     return parser
 
 

@@ -32,8 +32,8 @@ from attestation import Verdict
 from edge_agent import v2
 from edge_agent.batcher import MicroBatcher
 from edge_agent.config import AUTO, AgentConfig
-from edge_agent.discovery import AgentAdvert, MdnsSettings, on_lan
-from edge_agent.discovery.mdns import software_version
+from edge_agent.discovery import MdnsSettings, on_lan
+from edge_agent.discovery.announce import agent_advert
 from edge_agent.domain import BundleDomain
 from edge_agent.errors import HubUnavailable
 from edge_agent.hub_choice import CandidateSource
@@ -450,12 +450,10 @@ def make_app(state: AgentState) -> web.Application:
             if not discovering:
                 pool.set_candidates(CandidateSource.STATIC, {state.configured_hub: CandidateInfo()})
             advert = (
-                AgentAdvert(
-                    txtvers="1",
-                    id=str(state.identity.device_id),
-                    prof=state.profile.name,
-                    enr="1",
-                    ver=software_version(),
+                agent_advert(
+                    device_id=str(state.identity.device_id),
+                    public_key=state.identity.public_key,
+                    profile=state.profile.name,
                 )
                 if config.advertise
                 else None

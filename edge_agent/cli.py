@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,11 +22,13 @@ from pydantic import BaseModel
 
 from edge_agent.api import AgentState, make_app
 from edge_agent.config import AUTO, ENV_PREFIX, AgentConfig, ConfigError
+from edge_agent.discovery import AgentAdvert, open_zeroconf
+from edge_agent.discovery.announce import agent_advert, announce
 from edge_agent.discovery.mdns import MdnsSettings
 from edge_agent.discovery.survey import SurveyParams, survey
 from edge_agent.domain import load_domain
 from edge_agent.enrollment import enroll, read_token
-from edge_agent.errors import AgentError
+from edge_agent.errors import AgentError, NotEnrolledError
 from edge_agent.hub_client import HubClient
 from edge_agent.identity import DeviceIdentity, load_or_create_key
 from edge_agent.outbox import OUTBOX_FILE, Outbox
@@ -44,6 +47,7 @@ from edge_agent.transport import AiohttpTransport
 from escalade_protocol.artifacts import BundleError, load_manifest
 from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
+from escalade_protocol.keys import public_bytes
 from escalade_protocol.messages import AgentHealth
 
 log = logging.getLogger("edge_agent")
@@ -221,6 +225,46 @@ def cmd_discover(args: argparse.Namespace) -> int:
     ]
     _emit(args, found, "\n".join(lines) or "no hub found on the LAN")
     return 0 if found.usable else 1
+
+
+# --- announce ---------------------------------------------------------------------------------
+
+
+def cmd_announce(args: argparse.Namespace) -> int:
+    config = _load_config(args, data_dir=args.data_dir, models_dir=".", profile=args.profile)
+    key = load_or_create_key(config.data_dir)
+    try:
+        device_id: str | None = str(DeviceIdentity.load(config.data_dir).device_id)
+    except NotEnrolledError:
+        device_id = None
+    advert = agent_advert(
+        device_id=device_id,
+        public_key=public_bytes(key.public_key()),
+        profile=_profile(config).name,
+    )
+    mdns = MdnsSettings(interfaces=config.discovery_interfaces, ipv6=config.discovery_ipv6)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_announce(mdns, advert, config.port, args.timeout, ready=args.ready))
+    return 0
+
+
+async def _announce(
+    mdns: MdnsSettings, advert: AgentAdvert, port: int, seconds: float | None, *, ready: bool
+) -> None:
+    zc = open_zeroconf(mdns)
+    try:
+        if not await announce(zc, mdns, advert, port):
+            raise AgentError("cannot announce this device on the LAN (see the log)")
+        print(f"announcing device {advert.id} (enrolled: {advert.enrolled})", file=sys.stderr)
+        if ready:
+            print(f"READY mdns://{advert.id}", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+    finally:
+        await zc.async_close()  # goodbye packets: the device leaves the operator's list
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -528,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
     p.add_argument("--timeout", type=float, default=None, help="seconds to listen (config's)")
     json_flag(p)
     p.set_defaults(func=cmd_discover)
+
+    p = command("announce", "announce this device on the LAN (for `cloud-hub lan-devices`)")
+    p.add_argument("--config", default=None, help="agent.toml (interfaces, profile)")
+    p.add_argument("--data-dir", default=None, help="state folder (the device key)")
+    p.add_argument("--profile", default=None, help="firmware profile (default: detect)")
+    p.add_argument("--timeout", type=float, default=None, help="stop after S seconds (SIGTERM)")
+    p.add_argument("--ready", action="store_true", help="print 'READY ...' once announced")
+    p.set_defaults(func=cmd_announce)
 
     p = command("run", "serve the local API (v1 and KServe v2) until SIGTERM")
     p.add_argument("--config", default=None, help="agent.toml (env and flags override it)")

@@ -179,6 +179,11 @@ async def test_agent_finds_attests_and_uses_a_hub_then_notices_it_gone(
                 assert reply["status"] == 200, reply
                 assert reply["body"]["path"] == "escalated"
                 assert reply["body"]["source"] == "hub"
+                # The running agent announces itself; the operator sees it, enrolled.
+                devices = await lan_devices(net, "--all")
+                assert {"id": health["device_id"], "enrolled": True} in [
+                    {"id": d["id"], "enrolled": d["enrolled"]} for d in devices
+                ]
 
                 await stop(hub.process)  # SIGTERM: the hub says goodbye over mDNS
                 gone = await until_health(
@@ -190,6 +195,50 @@ async def test_agent_finds_attests_and_uses_a_hub_then_notices_it_gone(
                 assert reply["body"]["source"] == "local"
     log = (tmp_path / "agent.log").read_text()
     assert "withdrawn" in log
+
+
+async def lan_devices(net: Lan, *flags: str) -> list[dict[str, Any]]:
+    """`cloud-hub lan-devices --json`, run on the hub's host."""
+    out = await run_step(
+        net.hub.command(
+            module_command(
+                "cloud_hub.cli",
+                "lan-devices",
+                "--json",
+                "--timeout",
+                "2",
+                "--mdns-interface",
+                net.hub.interface,
+                *flags,
+            )
+        ),
+        what="lan-devices",
+    )
+    devices: list[dict[str, Any]] = json.loads(out)["devices"]
+    return devices
+
+
+@needs_netns
+async def test_a_device_not_enrolled_yet_is_listed_for_the_operator(tmp_path: Path) -> None:
+    """`edge-agent announce` on a fresh device; `cloud-hub lan-devices` on the hub's host."""
+    config = tmp_path / "agent.toml"
+    with lan("l") as net:
+        config.write_text(
+            f'data_dir = "{tmp_path / "fresh"}"\nmodels_dir = "."\nprofile = "raspberry-pi-4"\n'
+            f'discovery_interfaces = ["{net.agent.interface}"]\n'
+        )
+        argv = net.agent.command(
+            module_command("edge_agent.cli", "announce", "--config", str(config), "--ready")
+        )
+        async with service("announce", argv, log_dir=tmp_path) as announced:
+            devices = await lan_devices(net)
+        fingerprint = announced.url.removeprefix("mdns://")
+        assert [(d["id"], d["enrolled"], d["profile"]) for d in devices] == [
+            (fingerprint, False, "raspberry-pi-4")
+        ]
+        assert devices[0]["addresses"] == [net.agent.address]
+        # Gone from the list once it stops (goodbye packets).
+        assert await lan_devices(net) == []
 
 
 @needs_netns

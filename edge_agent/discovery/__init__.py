@@ -3,7 +3,7 @@
 Discovery is not trust: every hub found is a claim, attested before use (`edge_agent.hub_pool`).
 """
 
-from edge_agent.discovery.browse import Found, HubBrowser
+from edge_agent.discovery.browse import Browser, Found, hub_browser, listen
 from edge_agent.discovery.lan import candidates, on_lan
 from edge_agent.discovery.mdns import InterfaceError, MdnsSettings, open_zeroconf
 from edge_agent.discovery.txt import (
@@ -21,14 +21,16 @@ __all__ = [
     "AGENT_SERVICE",
     "HUB_SERVICE",
     "AgentAdvert",
+    "Browser",
     "Found",
     "HubAdvert",
-    "HubBrowser",
     "InterfaceError",
     "MdnsSettings",
     "TxtError",
     "candidates",
     "encode_txt",
+    "hub_browser",
+    "listen",
     "on_lan",
     "open_zeroconf",
     "parse_agent",

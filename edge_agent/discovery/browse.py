@@ -1,6 +1,6 @@
 """Browse and resolve ``_escalade-hub._tcp.local.``: what hubs the LAN announces.
 
-`HubBrowser` follows the browser's added / updated / removed events, resolves each instance
+`Browser` follows one service type's added / updated / removed events, resolves each instance
 asynchronously (SRV, TXT, addresses) and reports the whole set after every change. A removed
 instance (goodbye packet, or its records expired) leaves the set at once. What it reports is
 a list of claims: `Found.advert` is None, with the reason in `Found.error`, when the TXT
@@ -15,10 +15,12 @@ import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from edge_agent.discovery.mdns import MdnsSettings, open_zeroconf
 from edge_agent.discovery.txt import HUB_SERVICE, HubAdvert, TxtError, decode_txt, parse_hub
 
 log = logging.getLogger("edge_agent.discovery")
@@ -65,28 +67,37 @@ def found_from(info: AsyncServiceInfo) -> Found:
     )
 
 
-class HubBrowser:
+T = TypeVar("T")
+
+
+class Browser(Generic[T]):
+    """Follows one service type; `parse` turns each resolved instance into a `T`."""
+
     def __init__(
         self,
         zc: AsyncZeroconf,
-        on_change: Callable[[Mapping[str, Found]], None],
+        service_type: str,
+        parse: Callable[[AsyncServiceInfo], T],
+        on_change: Callable[[Mapping[str, T]], None],
         *,
         resolve_timeout_s: float = 3.0,
     ) -> None:
         self._zc = zc
+        self._type = service_type
+        self._parse = parse
         self._on_change = on_change
         self._timeout_ms = resolve_timeout_s * 1000.0
-        self._found: dict[str, Found] = {}
+        self._found: dict[str, T] = {}
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._browser: AsyncServiceBrowser | None = None
 
     @property
-    def found(self) -> Mapping[str, Found]:
+    def found(self) -> Mapping[str, T]:
         return dict(self._found)
 
     def start(self) -> None:
         self._browser = AsyncServiceBrowser(
-            self._zc.zeroconf, HUB_SERVICE, handlers=[self._on_state]
+            self._zc.zeroconf, self._type, handlers=[self._on_state]
         )
 
     def _on_state(
@@ -102,7 +113,7 @@ class HubBrowser:
             pending.cancel()
         if state_change is ServiceStateChange.Removed:
             if self._found.pop(name, None) is not None:
-                log.info("hub announcement %s withdrawn", name)
+                log.info("announcement %s withdrawn", name)
                 self._on_change(self.found)
             return
         task = asyncio.get_running_loop().create_task(self._resolve(name))
@@ -116,21 +127,51 @@ class HubBrowser:
             log.warning("resolving %s failed: %s", name, task.exception())
 
     async def _resolve(self, name: str) -> None:
-        info = AsyncServiceInfo(HUB_SERVICE, name)
+        info = AsyncServiceInfo(self._type, name)
         if not await info.async_request(self._zc.zeroconf, self._timeout_ms):
-            log.info("hub announcement %s did not resolve", name)
+            log.info("announcement %s did not resolve", name)
             return
-        found = found_from(info)
-        if found.advert is None:
-            log.warning("ignoring announcement %s: %s", name, found.error)
-        elif self._found.get(name) != found:
-            log.info("hub announcement %s at %s (kfp %s)", name, found.url, found.advert.kfp)
-        self._found[name] = found
-        self._on_change(self.found)
+        found = self._parse(info)
+        if self._found.get(name) != found:
+            self._found[name] = found
+            self._on_change(self.found)
 
     async def aclose(self) -> None:
+        """Stop browsing; resolutions in flight are cancelled."""
         for task in self._resolving.values():
             task.cancel()
         await asyncio.gather(*self._resolving.values(), return_exceptions=True)
         if self._browser is not None:
             await self._browser.async_cancel()
+
+
+def _logged(info: AsyncServiceInfo) -> Found:
+    found = found_from(info)
+    if found.advert is None:
+        log.warning("ignoring announcement %s: %s", found.name, found.error)
+    else:
+        log.info("hub announcement %s at %s (kfp %s)", found.name, found.url, found.advert.kfp)
+    return found
+
+
+def hub_browser(
+    zc: AsyncZeroconf, on_change: Callable[[Mapping[str, Found]], None]
+) -> Browser[Found]:
+    """A browser of ``_escalade-hub._tcp.local.`` reporting `Found` hubs."""
+    return Browser(zc, HUB_SERVICE, _logged, on_change)
+
+
+async def listen(
+    mdns: MdnsSettings, service_type: str, parse: Callable[[AsyncServiceInfo], T], seconds: float
+) -> dict[str, T]:
+    """What the LAN announces of `service_type` within `seconds` (its own `AsyncZeroconf`)."""
+    zc = open_zeroconf(mdns)
+    try:
+        browser = Browser(zc, service_type, parse, lambda _found: None)
+        browser.start()
+        await asyncio.sleep(seconds)  # mDNS has no "all answers are in": listen a while
+        found = dict(browser.found)
+        await browser.aclose()
+    finally:
+        await zc.async_close()
+    return found

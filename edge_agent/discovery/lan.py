@@ -13,19 +13,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 
-import zeroconf
-from zeroconf.asyncio import AsyncZeroconf
-
-from edge_agent.discovery.browse import Found, HubBrowser
+from edge_agent.discovery.announce import announce
+from edge_agent.discovery.browse import Browser, Found, hub_browser
 from edge_agent.discovery.mdns import (
     InterfaceError,
     MdnsSettings,
-    interface_addresses,
     open_zeroconf,
-    register,
-    service_info,
 )
-from edge_agent.discovery.txt import AGENT_SERVICE, AgentAdvert, TxtError
+from edge_agent.discovery.txt import AgentAdvert
 from edge_agent.hub_choice import CandidateSource
 from edge_agent.hub_pool import CandidateInfo, HubPool
 
@@ -50,7 +45,7 @@ async def on_lan(
     pool: HubPool | None,
     advert: AgentAdvert | None,
     port: int,
-) -> AsyncIterator[HubBrowser | None]:
+) -> AsyncIterator[Browser[Found] | None]:
     """Browse for hubs into `pool` (None: a static hub) and announce `advert` (None: don't)."""
     if pool is None and advert is None:
         yield None
@@ -62,7 +57,7 @@ async def on_lan(
         yield None
         return
     browser = None
-    announcing: asyncio.Task[None] | None = None
+    announcing: asyncio.Task[bool] | None = None
     try:
         if pool is not None:
             hubs = pool
@@ -70,11 +65,11 @@ async def on_lan(
             def changed(found: Mapping[str, Found]) -> None:
                 hubs.set_candidates(CandidateSource.MDNS, candidates(found))
 
-            browser = HubBrowser(zc, changed)
+            browser = hub_browser(zc, changed)
             browser.start()
         if advert is not None:
             # Probing for a unique name takes about a second: not worth delaying start-up.
-            announcing = asyncio.create_task(_announce(zc, settings, advert, port))
+            announcing = asyncio.create_task(announce(zc, settings, advert, port))
         yield browser
     finally:
         if announcing is not None:
@@ -83,19 +78,3 @@ async def on_lan(
         if browser is not None:
             await browser.aclose()
         await zc.async_close()
-
-
-async def _announce(
-    zc: AsyncZeroconf, settings: MdnsSettings, advert: AgentAdvert, port: int
-) -> None:
-    try:
-        info = service_info(
-            AGENT_SERVICE,
-            f"escalade-agent-{advert.id[:12]}",
-            port=port,
-            txt=advert.txt(),
-            addresses=interface_addresses(settings.interfaces, ipv6=settings.ipv6),
-        )
-        await register(zc, info)
-    except (OSError, InterfaceError, TxtError, zeroconf.Error) as exc:
-        log.warning("not announcing this agent on the LAN: %s", exc)

@@ -16,8 +16,9 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict
 
 from attestation import AppraisalPolicy
-from edge_agent.discovery.browse import Found, HubBrowser
-from edge_agent.discovery.mdns import MdnsSettings, open_zeroconf
+from edge_agent.discovery.browse import Found, found_from, listen
+from edge_agent.discovery.mdns import MdnsSettings
+from edge_agent.discovery.txt import HUB_SERVICE
 from edge_agent.errors import HubUnavailable
 from edge_agent.hub_client import HubClient
 from edge_agent.identity import DeviceIdentity
@@ -63,20 +64,6 @@ class SurveyParams:
     timeout_s: float = 5.0
 
 
-async def browse(mdns: MdnsSettings, listen_s: float) -> dict[str, Found]:
-    """What the LAN announces within `listen_s` seconds."""
-    zc = open_zeroconf(mdns)
-    try:
-        browser = HubBrowser(zc, lambda _found: None)
-        browser.start()
-        await asyncio.sleep(listen_s)  # mDNS has no "all answers are in": listen a while
-        found = dict(browser.found)
-        await browser.aclose()
-    finally:
-        await zc.async_close()
-    return found
-
-
 async def _appraise(http: aiohttp.ClientSession, found: Found, p: SurveyParams) -> HubReport:
     url = found.url
     base = HubReport(
@@ -117,7 +104,7 @@ async def _appraise(http: aiohttp.ClientSession, found: Found, p: SurveyParams) 
 
 
 async def survey(p: SurveyParams) -> Survey:
-    found = await browse(p.mdns, p.listen_s)
+    found = await listen(p.mdns, HUB_SERVICE, found_from, p.listen_s)
     async with aiohttp.ClientSession() as http:
         reports = await asyncio.gather(*(_appraise(http, f, p) for f in found.values()))
     return Survey(hubs=sorted(reports, key=lambda r: r.name))
