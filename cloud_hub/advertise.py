@@ -1,73 +1,102 @@
 """The hub announces itself on the LAN: ``_escalade-hub._tcp.local.`` over mDNS / DNS-SD.
 
-`hub_advert` (pure) builds the TXT record: ``txtvers``, ``id``, ``api``, ``tee``, ``kfp`` (the
-hub key id that the attestation bundle carries and the evidence binds) and ``ver``; nothing
-secret. `HubAdvertiser` (shell) owns the process's one `AsyncZeroconf`: opened with the app,
-the service registered once the socket listens (the port may be 0 until then), unregistered
-(goodbye packets) at shutdown. Advertising is a convenience, never a dependency: every
-failure is logged and the hub serves on.
+`hub_txt` (pure) builds the TXT record (RFC 6763 section 6): ``txtvers``, ``id``, ``api``,
+``tee``, ``kfp`` (the hub key id that the attestation bundle carries and the evidence binds)
+and ``ver``; nothing secret. `HubAdvertiser` (shell) owns the process's one `AsyncZeroconf`:
+opened with the app, the service registered once the socket listens (the port may be 0 until
+then), unregistered (goodbye packets) at shutdown. Advertising is a convenience, never a
+dependency: every failure is logged and the hub serves on.
 
-The record format and the mDNS plumbing are shared with the agent (`edge_agent.discovery`),
-so that one definition of the wire format serves both ends.
+The hub imports nothing from `edge_agent` (the enclave trusts only the hub's own packages,
+`cloud_hub.enclave.manifest`); the agent's reader of this record is
+`edge_agent/discovery/txt.py`, and `tests/test_discovery.py` checks that the two agree.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import ipaddress
 import logging
+import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import ifaddr
 import zeroconf
-from zeroconf.asyncio import AsyncZeroconf
-
-from edge_agent.discovery.mdns import (
-    InterfaceError,
-    MdnsSettings,
-    interface_addresses,
-    open_zeroconf,
-    register,
-    service_info,
-    software_version,
-)
-from edge_agent.discovery.txt import API_V1, HUB_SERVICE, HubAdvert, TxtError
+from zeroconf import InterfaceChoice, IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 log = logging.getLogger("cloud_hub.advertise")
+
+HUB_SERVICE = "_escalade-hub._tcp.local."
+_TXT_KEY = re.compile(r"^[\x21-\x3c\x3e-\x7e]{1,9}$")  # RFC 6763 6.4: printable ASCII, no '='
+_TXT_ITEM_MAX = 255
+
+
+class AdvertiseError(ValueError):
+    """The announcement cannot be made as configured (a limit, an interface, loopback)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdvertiseSettings:
     host: str
-    mdns: MdnsSettings = field(default_factory=MdnsSettings)
+    # Interface names to announce on (empty: the system's default one); IPv6 besides IPv4.
+    interfaces: tuple[str, ...] = ()
+    ipv6: bool = False
     # The instance name; default: "escalade-hub-<host name>-<key id prefix>".
     instance: str | None = None
 
 
-def hub_advert(*, instance: str, tee: str, key_id: bytes, version: str) -> HubAdvert:
-    """The hub's TXT record; raises `TxtError` past RFC 6763's limits."""
-    advert = HubAdvert(
-        txtvers="1", id=instance[:63], api=API_V1, tee=tee, kfp=key_id.hex(), ver=version[:32]
-    )
-    advert.txt()  # checks the limits now, not at registration
-    return advert
+def hub_txt(*, instance: str, tee: str, key_id: bytes, version: str) -> dict[str, str]:
+    """The hub's TXT items; raises `AdvertiseError` past RFC 6763's limits."""
+    items = {
+        "txtvers": "1",
+        "id": instance[:63],
+        "api": "/v1",
+        "tee": tee,
+        "kfp": key_id.hex(),
+        "ver": version[:32],
+    }
+    for key, value in items.items():
+        if not _TXT_KEY.match(key) or len(f"{key}={value}".encode()) > _TXT_ITEM_MAX:
+            raise AdvertiseError(f"TXT item {key}= breaks RFC 6763's limits")
+    return items
 
 
-def announced_addresses(host: str, mdns: MdnsSettings) -> list[str]:
+def announced_addresses(settings: AdvertiseSettings) -> list[str]:
     """A specific listen address is announced as it is; a wildcard, as the interfaces' own."""
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(settings.host)
     except ValueError:
         ip = None  # a host name: announce the interfaces' addresses
+    if ip is not None and ip.is_loopback:
+        raise AdvertiseError(
+            f"the hub listens on {settings.host} only: nobody on the LAN can reach it"
+        )
     if ip is not None and not ip.is_unspecified:
-        if ip.is_loopback:
-            raise InterfaceError(f"the hub listens on {host} only: nobody on the LAN can reach it")
-        return [host]
-    return interface_addresses(mdns.interfaces, ipv6=mdns.ipv6)
+        return [settings.host]
+    adapters = {a.nice_name: a for a in ifaddr.get_adapters()}
+    unknown = sorted(set(settings.interfaces) - set(adapters))
+    if unknown:
+        raise AdvertiseError(f"no network interface {', '.join(unknown)}")
+    found = []
+    for name in settings.interfaces or tuple(adapters):
+        for entry in adapters[name].ips:
+            text = entry.ip if isinstance(entry.ip, str) else entry.ip[0]
+            ip = ipaddress.ip_address(text)
+            if not (ip.is_loopback or ip.is_link_local) and (ip.version == 4 or settings.ipv6):
+                found.append(text)
+    if not found:
+        raise AdvertiseError("no address to announce on the chosen interfaces")
+    return found
 
 
-def default_instance(key_id: bytes) -> str:
-    return f"escalade-hub-{socket.gethostname().split('.')[0]}-{key_id.hex()[:8]}"
+def _version() -> str:
+    try:
+        return importlib.metadata.version("escalade")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class HubAdvertiser:
@@ -77,13 +106,22 @@ class HubAdvertiser:
         self._key_id = key_id
         self._zc: AsyncZeroconf | None = None
         self._task: asyncio.Task[None] | None = None
-        self.registered = asyncio.Event()
 
     async def open(self) -> None:
+        s = self._settings
         try:
-            self._zc = open_zeroconf(self._settings.mdns)
-        except (OSError, InterfaceError) as exc:
-            log.warning("not advertising on the LAN: cannot open mDNS (%s)", exc)
+            addresses = announced_addresses(s)
+            # zeroconf takes interface addresses, not names (and IPv6 ones in another form:
+            # with IPv6 on, all interfaces, the announced addresses still chosen as above).
+            interfaces: InterfaceChoice | list[str] = InterfaceChoice.Default
+            if s.ipv6:
+                interfaces = InterfaceChoice.All
+            elif s.interfaces:
+                interfaces = addresses
+            version = IPVersion.All if s.ipv6 else IPVersion.V4Only
+            self._zc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
+        except (OSError, AdvertiseError) as exc:
+            log.warning("not advertising on the LAN: %s", exc)
 
     def listening(self, port: int) -> None:
         """The socket is bound: announce the hub (in the background; probing takes ~1 s)."""
@@ -92,17 +130,21 @@ class HubAdvertiser:
 
     async def _register(self, zc: AsyncZeroconf, port: int) -> None:
         s = self._settings
-        instance = s.instance or default_instance(self._key_id)
+        label = (s.instance or self.default_instance()).replace(".", "-")[:63]
         try:
-            advert = hub_advert(
-                instance=instance, tee=self._tee, key_id=self._key_id, version=software_version()
+            txt = hub_txt(instance=label, tee=self._tee, key_id=self._key_id, version=_version())
+            addresses = announced_addresses(s)
+            info = AsyncServiceInfo(
+                HUB_SERVICE,
+                f"{label}.{HUB_SERVICE}",
+                port=port,
+                properties=txt,
+                server=f"{socket.gethostname().split('.')[0] or 'escalade-hub'}.local.",
+                parsed_addresses=addresses,
             )
-            addresses = announced_addresses(s.host, s.mdns)
-            info = service_info(
-                HUB_SERVICE, instance, port=port, txt=advert.txt(), addresses=addresses
-            )
-            await register(zc, info)
-        except (OSError, InterfaceError, TxtError, zeroconf.Error) as exc:
+            # Probes for a unique name first (about a second) and renames on a clash.
+            await (await zc.async_register_service(info, allow_name_change=True))
+        except (OSError, AdvertiseError, zeroconf.Error) as exc:
             log.warning("not advertising on the LAN: %s", exc)
             return
         log.info(
@@ -110,9 +152,11 @@ class HubAdvertiser:
             info.name,
             ", ".join(addresses),
             port,
-            advert.kfp,
+            txt["kfp"],
         )
-        self.registered.set()
+
+    def default_instance(self) -> str:
+        return f"escalade-hub-{socket.gethostname().split('.')[0]}-{self._key_id.hex()[:8]}"
 
     async def close(self) -> None:
         if self._task is not None:

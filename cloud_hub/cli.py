@@ -25,7 +25,6 @@ from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, migrate_database, schema_version, sqlite_url
 from cloud_hub.store.files import prepare_data_dir, prepare_sqlite_file
-from edge_agent.discovery.mdns import MdnsSettings
 from escalade_protocol import eventloop
 from escalade_protocol.artifacts import BundleError
 from escalade_protocol.entrypoint import run_command
@@ -444,8 +443,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _advertise(args: argparse.Namespace) -> AdvertiseSettings | None:
     if args.no_advertise:
         return None
-    mdns = MdnsSettings(interfaces=tuple(args.mdns_interface), ipv6=args.mdns_ipv6)
-    return AdvertiseSettings(host=args.host, mdns=mdns)
+    return AdvertiseSettings(
+        host=args.host, interfaces=tuple(args.mdns_interface), ipv6=args.mdns_ipv6
+    )
 
 
 def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enclave(sub)
     lan = sub.add_parser("lan-devices", help="list devices announcing themselves on the LAN")
     lan_devices.add_arguments(lan)
-    lan.set_defaults(func=lan_devices.lan_devices)
+    lan.set_defaults(func=lan_devices.run)
     return parser
 
 

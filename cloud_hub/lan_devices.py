@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
-from zeroconf.asyncio import AsyncServiceInfo
 
-from edge_agent.discovery import AGENT_SERVICE, MdnsSettings, TxtError, listen, parse_agent
+if TYPE_CHECKING:
+    from zeroconf.asyncio import AsyncServiceInfo
 
 
 class LanDevice(BaseModel):
@@ -35,6 +36,8 @@ class LanDevices(BaseModel):
 
 
 def device_from(info: AsyncServiceInfo) -> LanDevice:
+    from edge_agent.discovery import TxtError, parse_agent
+
     addresses = list(info.parsed_scoped_addresses())
     try:
         advert = parse_agent(info.properties)
@@ -58,7 +61,11 @@ def device_from(info: AsyncServiceInfo) -> LanDevice:
     )
 
 
-def lan_devices(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    # The agent's own reader of its announcement, imported when the command runs: `serve`
+    # never loads edge_agent (the enclave trusts only the hub's packages).
+    from edge_agent.discovery import AGENT_SERVICE, MdnsSettings, listen
+
     mdns = MdnsSettings(interfaces=tuple(args.mdns_interface), ipv6=args.mdns_ipv6)
     found = asyncio.run(listen(mdns, AGENT_SERVICE, device_from, args.timeout))
     shown = sorted(

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from zeroconf import ServiceInfo
 
-from cloud_hub.advertise import announced_addresses, hub_advert
+from cloud_hub.advertise import AdvertiseError, AdvertiseSettings, announced_addresses, hub_txt
 from edge_agent.config import AgentConfig
 from edge_agent.discovery import (
     AGENT_SERVICE,
     HUB_SERVICE,
     AgentAdvert,
-    MdnsSettings,
+    HubAdvert,
     TxtError,
     encode_txt,
     parse_agent,
@@ -42,9 +43,14 @@ def wire(service: str, txt: dict[str, str]) -> dict[bytes, bytes | None]:
 # --- TXT ------------------------------------------------------------------------------------
 
 
+def hub_advert(**kw: Any) -> HubAdvert:
+    """What the hub writes (`cloud_hub.advertise`), as the agent reads it."""
+    return HubAdvert.model_validate(hub_txt(**kw))
+
+
 def test_a_hub_advert_round_trips_through_the_wire() -> None:
-    advert = hub_advert(instance="hub-a", tee="simulated", key_id=KEY_ID, version="0.1.0")
-    txt = advert.txt()
+    """The hub's writer and the agent's reader agree, through zeroconf's own encoding."""
+    txt = hub_txt(instance="hub-a", tee="simulated", key_id=KEY_ID, version="0.1.0")
     assert txt == {
         "txtvers": "1",
         "id": "hub-a",
@@ -53,7 +59,9 @@ def test_a_hub_advert_round_trips_through_the_wire() -> None:
         "kfp": KEY_ID.hex(),
         "ver": "0.1.0",
     }
-    assert parse_hub(wire(HUB_SERVICE, txt)) == advert
+    advert = parse_hub(wire(HUB_SERVICE, txt))
+    assert advert.kfp == KEY_ID.hex()
+    assert advert.txt() == txt
 
 
 @given(
@@ -249,6 +257,13 @@ def test_interfaces_by_name(tmp_path: Path) -> None:
 
 
 def test_a_hub_on_loopback_is_not_announced() -> None:
-    with pytest.raises(InterfaceError, match="nobody on the LAN"):
-        announced_addresses("127.0.0.1", MdnsSettings())
-    assert announced_addresses("10.1.2.3", MdnsSettings()) == ["10.1.2.3"]
+    with pytest.raises(AdvertiseError, match="nobody on the LAN"):
+        announced_addresses(AdvertiseSettings(host="127.0.0.1"))
+    assert announced_addresses(AdvertiseSettings(host="10.1.2.3")) == ["10.1.2.3"]
+    with pytest.raises(AdvertiseError, match="no network interface nope0"):
+        announced_addresses(AdvertiseSettings(host="0.0.0.0", interfaces=("nope0",)))
+
+
+def test_the_hub_refuses_txt_past_the_limits() -> None:
+    with pytest.raises(AdvertiseError, match="RFC 6763"):
+        hub_txt(instance="h", tee="t" * 300, key_id=KEY_ID, version="1")
