@@ -139,7 +139,8 @@ class HubAdvertiser:
                 f"{label}.{HUB_SERVICE}",
                 port=port,
                 properties=txt,
-                server=f"{socket.gethostname().split('.')[0] or 'escalade-hub'}.local.",
+                # Its own host name: other processes on this machine announce theirs.
+                server=f"{label}.local.",
                 parsed_addresses=addresses,
             )
             # Probes for a unique name first (about a second) and renames on a clash.

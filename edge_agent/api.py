@@ -15,6 +15,7 @@ an optional bearer token is compared in constant time.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from attestation import Verdict
 from edge_agent import v2
@@ -296,6 +298,43 @@ async def handle_infer(request: web.Request) -> web.Response:
     return json_response(await answer(state, features32, body.route))
 
 
+class HubCandidate(BaseModel):
+    """One hub the agent knows, as `GET /v1/hubs` lists it (`hub_choice.CandidateView`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    sources: list[CandidateSource]
+    attested: bool
+    verdict: str | None
+    allows: bool
+    outstanding: int
+    latency_ms: float | None
+    refusal: str | None
+    kfp: str | None
+    healthy: bool
+
+
+class HubCandidates(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    configured: str
+    hubs: list[HubCandidate]
+
+
+def hub_candidates(state: AgentState) -> HubCandidates:
+    client = state.client
+    views = client.candidates() if isinstance(client, HubPool) else []
+    return HubCandidates(
+        configured=state.configured_hub,
+        hubs=[HubCandidate.model_validate(dataclasses.asdict(v)) for v in views],
+    )
+
+
+async def handle_hubs(request: web.Request) -> web.Response:
+    return json_response(hub_candidates(request.app[STATE]))
+
+
 def health(state: AgentState) -> AgentHealth:
     client = state.client
     reasons: list[HealthReason] = []
@@ -475,6 +514,7 @@ def make_app(state: AgentState) -> web.Application:
     app.cleanup_ctx.append(hub_session)
     app.router.add_post("/v1/infer", handle_infer)
     app.router.add_get("/v1/health", handle_health)
+    app.router.add_get("/v1/hubs", handle_hubs)
     app.router.add_get("/metrics", handle_metrics)
     v2.add_routes(app, STATE, answer)
     return app

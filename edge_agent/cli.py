@@ -20,7 +20,7 @@ import aiohttp
 import onnxruntime as ort
 from pydantic import BaseModel
 
-from edge_agent.api import AgentState, make_app
+from edge_agent.api import AgentState, HubCandidates, make_app
 from edge_agent.config import AUTO, ENV_PREFIX, AgentConfig, ConfigError
 from edge_agent.discovery import AgentAdvert, open_zeroconf
 from edge_agent.discovery.announce import agent_advert, announce
@@ -212,7 +212,12 @@ def _discovered_hub(config: AgentConfig) -> str:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    config = _load_config(args, data_dir=args.data_dir or ".", models_dir=args.models)
+    config = _load_config(
+        args,
+        data_dir=args.data_dir or ".",
+        models_dir=args.models,
+        allow_simulated_tee=True if args.allow_simulated_tee else None,
+    )
     listen_s = args.timeout if args.timeout is not None else config.discovery_timeout_s
     found = asyncio.run(survey(_survey_params(config, listen_s)))
     lines = [
@@ -361,29 +366,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- status and doctor ------------------------------------------------------------------------
 
 
-async def _get_health(url: str) -> AgentHealth:
+async def _get_health(url: str) -> tuple[AgentHealth, HubCandidates | None]:
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
-            http.get(url + "/v1/health") as response,
-        ):
-            body = await response.read()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.get(url + "/v1/health") as response:
+                body = await response.read()
+            async with http.get(url + "/v1/hubs") as response:
+                hubs = await response.read() if response.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, OSError):
         raise AgentError(f"no agent answers at {url}") from None
-    return AgentHealth.model_validate_json(body)
+    health = AgentHealth.model_validate_json(body)
+    return health, HubCandidates.model_validate_json(hubs) if hubs is not None else None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = _load_config(args, data_dir=args.data_dir, models_dir=".", port=args.port)
     url = f"http://{config.host}:{config.port}"
-    health = asyncio.run(_get_health(url))
+    health, hubs = asyncio.run(_get_health(url))
     reasons = ", ".join(r.value for r in health.reasons) or "-"
+    lines = [
+        f"  hub {h.url} ({','.join(h.sources)}): "
+        + (f"refused: {h.refusal}" if h.refusal else "attested" if h.attested else "not attested")
+        + (f", {h.latency_ms:.1f} ms" if h.latency_ms is not None else "")
+        for h in (hubs.hubs if hubs is not None else [])
+    ]
     _emit(
         args,
         health,
-        f"{health.status} (reasons: {reasons}); profile {health.profile}; "
-        f"providers {', '.join(health.providers)}; hub {health.hub_url}; "
-        f"outbox {health.outbox_depth} waiting, {health.outbox_dropped} dropped",
+        "\n".join(
+            [
+                f"{health.status} (reasons: {reasons}); profile {health.profile}; "
+                f"providers {', '.join(health.providers)}; hub {health.hub_url}; "
+                f"outbox {health.outbox_depth} waiting, {health.outbox_dropped} dropped",
+                *lines,
+            ]
+        ),
     )
     return 0 if health.status == "ok" else 1
 
@@ -394,6 +411,18 @@ async def _doctor_hub(config: AgentConfig, runtime: EdgeRuntime) -> dict[str, An
     except AgentError as exc:
         return {"ok": False, "enrolled": False, "detail": str(exc)}
     url = config.hub_url or identity.hub_url
+    if url == AUTO:
+        found = await survey(_survey_params(config, config.discovery_timeout_s))
+        best = found.usable[0] if found.usable else None
+        return {
+            "ok": best is not None,
+            "enrolled": True,
+            "hub_url": AUTO,
+            "attested": best is not None,
+            "found": [h.url for h in found.hubs],
+            "refused": {h.name: h.refusal for h in found.hubs if not h.attested},
+            "detail": f"using {best.url}" if best else "no attested hub on the LAN",
+        }
     async with aiohttp.ClientSession() as http:
         client = HubClient(
             AiohttpTransport(http, url),
@@ -570,6 +599,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
     p.add_argument("--models", default=None, help="model bundle folder")
     p.add_argument("--policy", default=None, help="attestation policy TOML")
     p.add_argument("--timeout", type=float, default=None, help="seconds to listen (config's)")
+    p.add_argument(
+        "--allow-simulated-tee",
+        action="store_true",
+        help="accept INSECURE simulated hub evidence (development only)",
+    )
     json_flag(p)
     p.set_defaults(func=cmd_discover)
 

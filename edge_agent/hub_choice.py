@@ -3,7 +3,8 @@
 Candidates come from named sources (a static URL, mDNS, later a signed replica list). Each is
 seen as a `CandidateView`; `order` returns the ones that may be used, in order of use:
 
-1. attested and usable (breaker allows) before usable but not yet attested;
+1. attested and usable (breaker allows), those that have not just failed first, before
+   usable but not yet attested;
 2. then fewest requests outstanding (spreads concurrent escalations over hubs);
 3. then lowest measured latency (unmeasured last);
 4. then the URL, so that the order is stable.
@@ -43,6 +44,9 @@ class CandidateView:
     # Why this candidate is never used; None when it may be.
     refusal: str | None
     kfp: str | None = None
+    # False while its breaker is not closed (a recent failure): it may take a probe, but a
+    # hub that has not failed goes first.
+    healthy: bool = True
 
     @property
     def usable(self) -> bool:
@@ -51,7 +55,8 @@ class CandidateView:
 
 def _key(view: CandidateView) -> tuple[int, int, float, str]:
     latency = view.latency_ms if view.latency_ms is not None else math.inf
-    return (0 if view.attested else 1, view.outstanding, latency, view.url)
+    tier = (0 if view.healthy else 1) if view.attested else 2
+    return (tier, view.outstanding, latency, view.url)
 
 
 def order(views: Iterable[CandidateView]) -> list[CandidateView]:

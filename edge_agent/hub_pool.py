@@ -180,6 +180,7 @@ class HubPool:
             latency_ms=entry.latency_ms,
             refusal=status.failure_detail if status.failure in REFUSED else None,
             kfp=entry.info.kfp,
+            healthy=client.healthy,
         )
 
     def candidates(self) -> list[CandidateView]:
@@ -232,7 +233,9 @@ class HubPool:
             if hub is not None:
                 self._current = entry
                 return hub
-        return None
+        # None usable: the appraisal that still holds, as a lone HubClient reports it.
+        preferred = self._preferred()
+        return preferred.client.attested if preferred is not None else None
 
     @property
     def last_verdict(self) -> Verdict | None:

@@ -192,6 +192,7 @@ views_strategy = st.lists(
         view,
         st.sampled_from([f"http://h{i}" for i in range(6)]),
         attested=st.booleans(),
+        healthy=st.booleans(),
         allows=st.booleans(),
         outstanding=st.integers(0, 3),
         latency_ms=st.none() | st.floats(0.01, 100.0),
@@ -206,12 +207,12 @@ def test_order_properties(views: list[CandidateView]) -> None:
     ranked = order(views)
     assert all(v.refusal is None and v.allows for v in ranked)
     assert len(ranked) == sum(1 for v in views if v.usable)
-    # Attested ones come first, and a candidate never beats one with fewer requests out
-    # within the same tier.
-    tiers = [0 if v.attested else 1 for v in ranked]
+    # Attested ones come first (those that have not just failed before those that have), and
+    # a candidate never beats one with fewer requests out within the same tier.
+    tiers = [(0 if v.healthy else 1) if v.attested else 2 for v in ranked]
     assert tiers == sorted(tiers)
     for a, b in itertools.pairwise(ranked):
-        if a.attested == b.attested:
+        if (a.attested, a.healthy) == (b.attested, b.healthy):
             assert a.outstanding <= b.outstanding
     assert order(list(reversed(views))) == ranked  # stable whatever the input order
 

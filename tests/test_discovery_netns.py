@@ -174,6 +174,11 @@ async def test_agent_finds_attests_and_uses_a_hub_then_notices_it_gone(
                 )
                 assert health["hub_url"] == hub.url
                 assert health["hub_attestation"]["tee"] == "simulated"
+                hubs = (await ns_http(net.agent, "GET", agent.url + "/v1/hubs"))["body"]
+                assert hubs["configured"] == "auto"
+                assert [(h["url"], h["sources"], h["attested"]) for h in hubs["hubs"]] == [
+                    (hub.url, ["mdns"], True)
+                ]
                 body = {"input": features(bundle_dir), "route": "hub"}
                 reply = await ns_http(net.agent, "POST", agent.url + "/v1/infer", body)
                 assert reply["status"] == 200, reply
@@ -412,3 +417,46 @@ async def test_avahi_browse_sees_the_hub_with_its_txt_fields(
     assert len(txt["kfp"]) == 32
     assert txt["kfp"] in (tmp_path / "hub.log").read_text()  # the key id the hub logs
     assert {"id", "ver"} <= set(txt)
+
+
+@needs_netns
+async def test_a_hub_killed_mid_run_costs_no_request_when_another_is_up(
+    tmp_path: Path, bundle_dir: Path
+) -> None:
+    """Two hubs on one database; SIGKILL one (no goodbye) while the agent escalates."""
+    hub_dir = tmp_path / "hub"
+    await migrate_hub(hub_dir)
+    with lan("k") as net:
+        async with (
+            service("hub-a", hub_command(net, hub_dir, bundle_dir), log_dir=tmp_path) as hub_a,
+            service("hub-b", hub_command(net, hub_dir, bundle_dir), log_dir=tmp_path) as hub_b,
+        ):
+            config = agent_config(tmp_path, net, bundle_dir)
+            await enroll_auto(net, hub_dir, config)
+            argv = net.agent.command(
+                module_command("edge_agent.cli", "run", "--config", str(config), "--ready")
+            )
+            async with service("agent", argv, log_dir=tmp_path) as agent:
+
+                async def both_attested() -> bool:
+                    hubs = (await ns_http(net.agent, "GET", agent.url + "/v1/hubs"))["body"]
+                    return sum(h["attested"] for h in hubs["hubs"]) == 2
+
+                async with asyncio.timeout(20):
+                    while not await both_attested():  # noqa: ASYNC110 (another process)
+                        await asyncio.sleep(0.1)
+                hubs = (await ns_http(net.agent, "GET", agent.url + "/v1/hubs"))["body"]
+                assert {h["url"] for h in hubs["hubs"]} == {hub_a.url, hub_b.url}
+                assert all(h["sources"] == ["mdns"] for h in hubs["hubs"])
+                first = hubs["hubs"][0]["url"]  # the one in use
+                doomed = hub_a if first == hub_a.url else hub_b
+                body = {"input": features(bundle_dir), "route": "hub"}
+                reply = await ns_http(net.agent, "POST", agent.url + "/v1/infer", body)
+                assert reply["body"]["path"] == "escalated"
+                doomed.process.kill()  # no goodbye: the agent learns from a failed request
+                await doomed.process.wait()
+                for _ in range(5):
+                    reply = await ns_http(net.agent, "POST", agent.url + "/v1/infer", body)
+                    assert reply["body"]["path"] == "escalated", reply
+                health = (await ns_http(net.agent, "GET", agent.url + "/v1/health"))["body"]
+                assert health["hub_url"] != doomed.url

@@ -118,6 +118,13 @@ async def test_a_hub_dying_mid_run_costs_no_request(manifest: ModelManifest) -> 
     views = {v.url: v for v in lan.pool.candidates()}
     assert not views[first].allows
     assert lan.pool.current_url == other
+    # Its cooldown over, it may take a probe; requests still go to the hub that did not fail.
+    lan.clock.now += 0.6
+    views = {v.url: v for v in lan.pool.candidates()}
+    assert views[first].allows
+    assert not views[first].healthy
+    await lan.pool.escalate(lan.embedding)
+    assert lan.escalations(first) == 1
 
 
 async def test_a_device_refusal_is_not_retried_elsewhere(manifest: ModelManifest) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import ipaddress
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,9 +55,12 @@ def interface_addresses(names: Sequence[str], *, ipv6: bool) -> list[str]:
 
 def open_zeroconf(settings: MdnsSettings) -> AsyncZeroconf:
     interfaces: InterfaceChoice | list[str] = InterfaceChoice.Default
-    if settings.interfaces:
-        # zeroconf takes IPv4 addresses (and IPv6 interface indexes) rather than names.
-        interfaces = interface_addresses(settings.interfaces, ipv6=settings.ipv6)
+    if settings.ipv6:
+        # zeroconf names IPv6 interfaces otherwise than by address: all of them, then.
+        interfaces = InterfaceChoice.All
+    elif settings.interfaces:
+        # zeroconf takes interface addresses rather than names.
+        interfaces = interface_addresses(settings.interfaces, ipv6=False)
     version = IPVersion.All if settings.ipv6 else IPVersion.V4Only
     return AsyncZeroconf(interfaces=interfaces, ip_version=version)
 
@@ -76,13 +78,14 @@ def service_info(
 ) -> AsyncServiceInfo:
     # DNS labels are at most 63 bytes; the instance name is cut, never refused.
     label = instance.replace(".", "-")[:63]
-    host = socket.gethostname().split(".")[0] or "escalade"
     return AsyncServiceInfo(
         service_type,
         f"{label}.{service_type}",
         port=port,
         properties=txt,
-        server=f"{host}.local.",
+        # The instance's own host name, not the machine's: another process on this host (or
+        # another namespace sharing its name) may announce other addresses for that one.
+        server=f"{label}.local.",
         parsed_addresses=addresses,
     )
 
