@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from netns import cannot_make_namespaces, lan
 
 from escalade.procs import (
-    enroll_agent,
     migrate_hub,
     module_command,
     run_step,
@@ -109,7 +108,27 @@ async def outside(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
             async with service("hub", hub_argv, log_dir=work) as hub:
-                await enroll_agent(hub_url=hub.url, hub_dir=work / "hub", agent_dir=work / "agent")
+                token = await run_step(
+                    module_command(
+                        "cloud_hub.cli",
+                        "tokens",
+                        "create",
+                        "--data-dir",
+                        str(work / "hub"),
+                        "--quiet",
+                    ),
+                    what="creating an enrollment token",
+                )
+                enroll = module_command(
+                    "edge_agent.cli",
+                    "enroll",
+                    "--hub",
+                    hub.url,
+                    f"--token={token.strip()}",
+                    "--data-dir",
+                    str(work / "agent"),
+                )
+                await run_step(net.agent.command(enroll), what="enrolling the agent")
                 out = await run_step(
                     net.agent.command(
                         [

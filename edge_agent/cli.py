@@ -135,7 +135,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         'host = "127.0.0.1"',
         "port = 8780",
     ]
-    if args.hub not in (None, "auto"):
+    if args.hub == AUTO:
+        lines.append('hub = "auto"                    # find and attest hubs on the LAN')
+    elif args.hub is not None:
         lines.append(f'hub_url = "{args.hub}"')
     if profile.router.latency_budget_ms is not None:
         lines.append(f"latency_budget_ms = {profile.router.latency_budget_ms}")
@@ -146,7 +148,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         "data_dir": str(data_dir),
         "profile": profile.name,
         "why": why,
-        "hub_url": None if args.hub in (None, "auto") else args.hub,
+        "hub_url": args.hub,
     }
     _emit(
         args,
@@ -571,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
 
     p = command("init", "write the config and the state folder (0700, device key 0600)")
     p.add_argument("--profile", default="auto", help="auto (detect) or a profile NAME / .toml")
-    p.add_argument("--hub", default="auto", help="hub URL, or auto (the hub enrolled with)")
+    p.add_argument(
+        "--hub", default=None, help="hub URL, or auto: discover on the LAN (the enrolled one)"
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="config file to write")
     p.add_argument("--data-dir", default="/var/lib/escalade-agent", help="state folder")
     p.add_argument("--models", default="/opt/escalade/models", help="model bundle folder")
