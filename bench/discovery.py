@@ -28,7 +28,7 @@ import aiohttp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from netns import cannot_make_namespaces, lan
+from netns import cannot_make_namespaces, hub_command, lan
 
 from escalade.procs import (
     migrate_hub,
@@ -89,24 +89,7 @@ async def outside(args: argparse.Namespace) -> dict[str, Any]:
             build_bundle("digits", models, seed=0)
         await migrate_hub(work / "hub")
         with lan("b") as net:
-            hub_argv = net.hub.command(
-                module_command(
-                    "cloud_hub.cli",
-                    "serve",
-                    "--data-dir",
-                    str(work / "hub"),
-                    "--models",
-                    str(models),
-                    "--host",
-                    net.hub.address,
-                    "--port",
-                    "0",
-                    "--ready",
-                    "--allow-simulated-tee",
-                    "--mdns-interface",
-                    net.hub.interface,
-                )
-            )
+            hub_argv = hub_command(net, work / "hub", models)
             async with service("hub", hub_argv, log_dir=work) as hub:
                 token = await run_step(
                     module_command(

@@ -15,7 +15,6 @@ an optional bearer token is compared in constant time.
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import json
 import logging
@@ -38,7 +37,7 @@ from edge_agent.discovery import MdnsSettings, on_lan
 from edge_agent.discovery.announce import agent_advert
 from edge_agent.domain import BundleDomain
 from edge_agent.errors import HubUnavailable
-from edge_agent.hub_choice import CandidateSource
+from edge_agent.hub_choice import CandidateSource, CandidateView
 from edge_agent.hub_client import HubClient
 from edge_agent.hub_pool import CandidateInfo, HubPool, Hubs
 from edge_agent.identity import DeviceIdentity
@@ -298,28 +297,13 @@ async def handle_infer(request: web.Request) -> web.Response:
     return json_response(await answer(state, features32, body.route))
 
 
-class HubCandidate(BaseModel):
-    """One hub the agent knows, as `GET /v1/hubs` lists it (`hub_choice.CandidateView`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    url: str
-    sources: list[CandidateSource]
-    attested: bool
-    verdict: str | None
-    allows: bool
-    outstanding: int
-    latency_ms: float | None
-    refusal: str | None
-    kfp: str | None
-    healthy: bool
-
-
 class HubCandidates(BaseModel):
+    """`GET /v1/hubs`: the configured hub ("auto" or a URL) and every candidate, in use first."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     configured: str
-    hubs: list[HubCandidate]
+    hubs: list[CandidateView]
 
 
 def hub_candidates(state: AgentState) -> HubCandidates:
@@ -327,7 +311,7 @@ def hub_candidates(state: AgentState) -> HubCandidates:
     views = client.candidates() if isinstance(client, HubPool) else []
     return HubCandidates(
         configured=state.configured_hub,
-        hubs=[HubCandidate.model_validate(dataclasses.asdict(v)) for v in views],
+        hubs=views,
     )
 
 

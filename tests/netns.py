@@ -13,6 +13,9 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from escalade.procs import module_command
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,29 @@ class Host:
 class Lan:
     hub: Host
     agent: Host
+
+
+def hub_command(net: Lan, hub_dir: Path, bundle_dir: Path, *extra: str) -> list[str]:
+    """`cloud-hub serve` on the hub's host, announcing itself on its veth (simulated TEE)."""
+    return net.hub.command(
+        module_command(
+            "cloud_hub.cli",
+            "serve",
+            "--data-dir",
+            str(hub_dir),
+            "--models",
+            str(bundle_dir),
+            "--host",
+            net.hub.address,
+            "--port",
+            "0",
+            "--ready",
+            "--allow-simulated-tee",
+            "--mdns-interface",
+            net.hub.interface,
+            *extra,
+        )
+    )
 
 
 def _ip(*args: str) -> None:

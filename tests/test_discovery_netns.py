@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from netns import Host, Lan, cannot_make_namespaces, lan
+from netns import Host, Lan, cannot_make_namespaces, hub_command, lan
 
 from escalade.procs import migrate_hub, module_command, run_step, service, stop
 
@@ -68,28 +68,6 @@ async def until_health(host: Host, url: str, ok: Any, *, timeout_s: float) -> di
 def features(bundle_dir: Path) -> list[float]:
     with np.load(bundle_dir / "test.npz") as data:
         return [float(x) for x in data["X"][0]]
-
-
-def hub_command(net: Lan, hub_dir: Path, bundle_dir: Path, *extra: str) -> list[str]:
-    return net.hub.command(
-        module_command(
-            "cloud_hub.cli",
-            "serve",
-            "--data-dir",
-            str(hub_dir),
-            "--models",
-            str(bundle_dir),
-            "--host",
-            net.hub.address,
-            "--port",
-            "0",
-            "--ready",
-            "--allow-simulated-tee",
-            "--mdns-interface",
-            net.hub.interface,
-            *extra,
-        )
-    )
 
 
 def agent_config(tmp_path: Path, net: Lan, bundle_dir: Path) -> Path:
