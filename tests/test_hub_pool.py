@@ -218,3 +218,10 @@ async def test_replacing_a_source_drops_and_adds_candidates(manifest: ModelManif
     assert lan.built == ["http://a", "http://b", "http://b", "http://b"]
     await lan.pool.escalate(lan.embedding)
     assert lan.escalations("http://b") == 1
+
+
+def test_the_pool_is_public_and_a_hub_client_is_one_of_its_kind() -> None:
+    import edge_agent
+
+    assert {"HubPool", "Hubs", "CandidateInfo"} <= set(edge_agent.__all__)
+    assert edge_agent.HubPool is HubPool
