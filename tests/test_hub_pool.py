@@ -220,7 +220,7 @@ async def test_replacing_a_source_drops_and_adds_candidates(manifest: ModelManif
     assert lan.escalations("http://b") == 1
 
 
-def test_the_pool_is_public_and_a_hub_client_is_one_of_its_kind() -> None:
+def test_the_pool_is_exported() -> None:
     import edge_agent
 
     assert {"HubPool", "Hubs", "CandidateInfo"} <= set(edge_agent.__all__)
