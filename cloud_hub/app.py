@@ -20,6 +20,7 @@ from attestation.binding import NONCE_SIZE
 from attestation.pccs import PccsClient
 from cloud_hub.admin.routes import PREFIX as ADMIN_PREFIX
 from cloud_hub.admin.routes import admin_app
+from cloud_hub.advertise import AdvertiseSettings, HubAdvertiser
 from cloud_hub.attestation_desk import AttestationDesk, AttestationLimits
 from cloud_hub.attesters import Attester, CollateralRefresher, DcapAttester, make_attester
 from cloud_hub.audits import AuditPolicy
@@ -76,6 +77,8 @@ class HubState:
 
 
 STATE = web.AppKey("state", HubState)
+# Present when the hub announces itself on the LAN (`cloud-hub serve`, unless --no-advertise).
+ADVERTISER = web.AppKey("advertiser", HubAdvertiser)
 
 
 def build_state(config: HubConfig, *, service_config: ServiceConfig | None = None) -> HubState:
@@ -195,55 +198,69 @@ async def handle_replicas(request: web.Request) -> web.Response:
     return web.Response(body=signed, content_type=REPLICA_LIST_CONTENT_TYPE)
 
 
-def make_app(state: HubState) -> web.Application:
-    app = web.Application(
-        middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
-    )
-    app[STATE] = state
+# -- what runs beside the handlers (aiohttp cleanup contexts: started in order, stopped reversed)
 
-    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        await state.service.reload_policy()  # the fleet policy before the first request
-        state.service.start()
+
+async def _service(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.service.reload_policy()  # the fleet policy before the first request
+    state.service.start()
+    yield
+    await state.service.close()
+    state.quoting.shutdown(wait=True)
+    state.service.store.close()
+
+
+def _jobs(state: HubState) -> Supervisor:
+    failures = state.service.metrics.background_failures
+    return Supervisor(on_failure=lambda name: failures.labels(name).inc())
+
+
+async def _collateral(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    attester, url = state.attester, state.config.pccs_url
+    if url is None or not isinstance(attester, DcapAttester):
         yield
-        await state.service.close()
-        state.quoting.shutdown(wait=True)
-        state.service.store.close()
-
-    async def collateral(_app: web.Application) -> AsyncIterator[None]:
-        attester, url = state.attester, state.config.pccs_url
-        if url is None or not isinstance(attester, DcapAttester):
-            yield
-            return
-        async with aiohttp.ClientSession() as http:
-            refresher = CollateralRefresher(attester, PccsClient(http, url))
-            await refresher.refresh()
-
-            async def refresh() -> None:
-                await refresher.refresh()
-
-            failures = state.service.metrics.background_failures
-            jobs = Supervisor(on_failure=lambda name: failures.labels(name).inc())
-            jobs.every("collateral-refresh", state.config.collateral_refresh_s, refresh)
-            try:
-                yield
-            finally:
-                await jobs.stop()
-
-    async def replica_heartbeat(_app: web.Application) -> AsyncIterator[None]:
-        failures = state.service.metrics.background_failures
-        jobs = Supervisor(on_failure=lambda name: failures.labels(name).inc())
-        jobs.every(
-            "replica-heartbeat", state.replicas.settings.heartbeat_s, state.replicas.heartbeat
-        )
+        return
+    async with aiohttp.ClientSession() as http:
+        refresher = CollateralRefresher(attester, PccsClient(http, url))
+        await refresher.refresh()
+        jobs = _jobs(state)
+        jobs.every("collateral-refresh", state.config.collateral_refresh_s, refresher.refresh)
         try:
             yield
         finally:
             await jobs.stop()
-            await state.replicas.sign_off()
 
-    app.cleanup_ctx.append(lifecycle)
-    app.cleanup_ctx.append(collateral)
-    app.cleanup_ctx.append(replica_heartbeat)
+
+async def _replica_heartbeat(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    jobs = _jobs(state)
+    jobs.every("replica-heartbeat", state.replicas.settings.heartbeat_s, state.replicas.heartbeat)
+    try:
+        yield
+    finally:
+        await jobs.stop()
+        await state.replicas.sign_off()
+
+
+async def _announce(app: web.Application) -> AsyncIterator[None]:
+    advertiser = app[ADVERTISER]
+    await advertiser.open()
+    yield
+    await advertiser.close()
+
+
+def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
+    )
+    app[STATE] = state
+    app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat])
+    if advertise is not None:
+        tee = "dcap" if isinstance(state.attester, DcapAttester) else "simulated"
+        app[ADVERTISER] = HubAdvertiser(advertise, tee=tee, key_id=state.identity.key_id)
+        app.cleanup_ctx.append(_announce)
     app.router.add_get("/v1/health", handle_health)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/v1/attestation", handle_attestation)

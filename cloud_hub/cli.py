@@ -23,11 +23,13 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from cloud_hub import lan_devices
 from cloud_hub.admin import Scope, create_admin_token
 from cloud_hub.admin.cli import add_admin_commands
 from cloud_hub.admin.client import AdminCallError
 from cloud_hub.admin.enrollment_tokens import issue_token
-from cloud_hub.app import build_state, make_app
+from cloud_hub.advertise import AdvertiseSettings
+from cloud_hub.app import ADVERTISER, build_state, make_app
 from cloud_hub.config import HubConfig
 from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
@@ -54,11 +56,14 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2))
 
 
-async def _serve(config: HubConfig) -> None:
+async def _serve(config: HubConfig, advertise: AdvertiseSettings | None) -> None:
     state = build_state(config)
+    app = make_app(state, advertise=advertise)
 
     def listening(url: str) -> None:
         state.replicas.listening(url)
+        if ADVERTISER in app:
+            app[ADVERTISER].listening(int(url.rsplit(":", 1)[1]))
         logging.getLogger("cloud_hub").info(
             "hub listening on %s, model %s v%d, hub key %s",
             url,
@@ -68,7 +73,7 @@ async def _serve(config: HubConfig) -> None:
         )
 
     await serve_until_terminated(
-        make_app(state),
+        app,
         host=config.host,
         port=config.port,
         announce_ready=config.announce_ready,
@@ -106,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            eventloop.run(_serve(config), choice=args.event_loop)
+            eventloop.run(_serve(config, _advertise(args)), choice=args.event_loop)
     except OSError as exc:
         if exc.errno not in _LISTEN_ERRORS:
             raise
@@ -465,7 +470,25 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "database only it can reach: the enclave's sealed one)",
     )
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
+    serve.add_argument(
+        "--no-advertise", action="store_true", help="do not announce the hub on the LAN (mDNS)"
+    )
+    serve.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        help="announce on this interface (repeatable; default: the system's default one)",
+    )
+    serve.add_argument("--mdns-ipv6", action="store_true", help="announce over IPv6 as well")
     serve.set_defaults(func=cmd_serve)
+
+
+def _advertise(args: argparse.Namespace) -> AdvertiseSettings | None:
+    if args.no_advertise:
+        return None
+    return AdvertiseSettings(
+        host=args.host, interfaces=tuple(args.mdns_interface), ipv6=args.mdns_ipv6
+    )
 
 
 def _add_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -574,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_access(sub)
     add_admin_commands(sub)
     _add_enclave(sub)
+    lan = sub.add_parser("lan-devices", help="list devices announcing themselves on the LAN")
+    lan_devices.add_arguments(lan)
+    lan.set_defaults(func=lan_devices.run)
     return parser
 
 

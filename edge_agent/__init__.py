@@ -13,6 +13,7 @@ from edge_agent.errors import (
     TransportError,
 )
 from edge_agent.hub_client import HubClient
+from edge_agent.hub_pool import CandidateInfo, HubPool, Hubs
 from edge_agent.outbox import Outbox
 from edge_agent.profile import (
     FirmwareProfile,
@@ -35,6 +36,7 @@ __all__ = [
     "BreakerState",
     "BundleCheck",
     "BundleFailure",
+    "CandidateInfo",
     "ConfigError",
     "Decision",
     "EdgeRuntime",
@@ -42,7 +44,9 @@ __all__ = [
     "FirmwareProfile",
     "HostFacts",
     "HubClient",
+    "HubPool",
     "HubUnavailable",
+    "Hubs",
     "NotEnrolledError",
     "Outbox",
     "ProfileError",

@@ -27,16 +27,21 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from attestation import Verdict
 from edge_agent import v2
 from edge_agent.audit_store import AuditStore
 from edge_agent.auditing import AuditResponder
 from edge_agent.batcher import MicroBatcher
-from edge_agent.config import AgentConfig
+from edge_agent.config import AUTO, AgentConfig
+from edge_agent.discovery import MdnsSettings, on_lan
+from edge_agent.discovery.announce import agent_advert
 from edge_agent.domain import BundleDomain
 from edge_agent.errors import HubUnavailable
+from edge_agent.hub_choice import CandidateSource, CandidateView
 from edge_agent.hub_client import HubClient
+from edge_agent.hub_pool import CandidateInfo, HubPool, Hubs
 from edge_agent.identity import DeviceIdentity
 from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox
@@ -101,7 +106,7 @@ class AgentState:
     outbox: Outbox
     api_token: bytes | None = None
     rng: random.Random = field(default_factory=random.Random)
-    client: HubClient | None = None
+    client: Hubs | None = None
     batcher: MicroBatcher | None = None
     # Keeps escalated inputs for the audit window and answers the hub's audits.
     audits: AuditResponder | None = None
@@ -111,8 +116,17 @@ class AgentState:
     inflight: int = 0
 
     @property
-    def hub_url(self) -> str:
+    def configured_hub(self) -> str:
+        """The configured hub: a URL, or "auto" (discovered on the LAN)."""
         return self.config.hub_url or self.identity.hub_url
+
+    @property
+    def hub_url(self) -> str:
+        """The hub in use: the configured URL, or the discovered one ("auto" while none)."""
+        client = self.client
+        if isinstance(client, HubPool):
+            return client.current_url or self.configured_hub
+        return self.configured_hub
 
 
 STATE = web.AppKey("state", AgentState)
@@ -133,7 +147,7 @@ _BUDGETS = frozenset(
 
 
 def _local_outcome(
-    decision: Decision, client: HubClient, *, out_of_domain: bool
+    decision: Decision, client: Hubs, *, out_of_domain: bool
 ) -> tuple[AnswerPath, AnswerReason, ErrorCode | None]:
     """Path and reason of the answer before any escalation (typed, from the router's reason)."""
     if out_of_domain:
@@ -289,6 +303,28 @@ async def handle_infer(request: web.Request) -> web.Response:
     return json_response(await answer(state, features32, body.route))
 
 
+class HubCandidates(BaseModel):
+    """`GET /v1/hubs`: the configured hub ("auto" or a URL) and every candidate, in use first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    configured: str
+    hubs: list[CandidateView]
+
+
+def hub_candidates(state: AgentState) -> HubCandidates:
+    client = state.client
+    views = client.candidates() if isinstance(client, HubPool) else []
+    return HubCandidates(
+        configured=state.configured_hub,
+        hubs=views,
+    )
+
+
+async def handle_hubs(request: web.Request) -> web.Response:
+    return json_response(hub_candidates(request.app[STATE]))
+
+
 def health(state: AgentState) -> AgentHealth:
     client = state.client
     reasons: list[HealthReason] = []
@@ -427,21 +463,49 @@ def make_app(state: AgentState) -> web.Application:
         from edge_agent.service import run_background
 
         state.runtime.warm_up()
+        config = state.config
         async with aiohttp.ClientSession() as http:
-            state.client = HubClient(
-                AiohttpTransport(http, state.hub_url),
-                identity=state.identity,
-                manifest=state.runtime.manifest,
-                policy=state.config.policy,
-                attestation_ttl_s=state.config.attestation_ttl_s,
-                timeout_s=state.config.hub_timeout_s,
-                breaker_cooldown_s=state.config.breaker_cooldown_s,
-                breaker_max_cooldown_s=state.config.breaker_max_cooldown_s,
+
+            def hub_client(url: str, info: CandidateInfo) -> HubClient:
+                return HubClient(
+                    AiohttpTransport(http, url),
+                    identity=state.identity,
+                    manifest=state.runtime.manifest,
+                    policy=config.policy,
+                    attestation_ttl_s=config.attestation_ttl_s,
+                    timeout_s=config.hub_timeout_s,
+                    breaker_cooldown_s=config.breaker_cooldown_s,
+                    breaker_max_cooldown_s=config.breaker_max_cooldown_s,
+                    expected_key_id=bytes.fromhex(info.kfp) if info.kfp else None,
+                )
+
+            pool = HubPool(hub_client)
+            state.client = pool
+            discovering = state.configured_hub == AUTO
+            if not discovering:
+                pool.set_candidates(CandidateSource.STATIC, {state.configured_hub: CandidateInfo()})
+            advert = (
+                agent_advert(
+                    device_id=str(state.identity.device_id),
+                    public_key=state.identity.public_key,
+                    profile=state.profile.name,
+                )
+                if config.advertise
+                else None
             )
             if state.config.audit_window_s > 0:
                 store = AuditStore(state.config.data_dir, window_s=state.config.audit_window_s)
-                state.audits = AuditResponder(store, client_for=lambda _hub: state.client)
-            async with run_background(state):
+                state.audits = AuditResponder(store, client_for=pool.client_for)
+            lan = MdnsSettings(interfaces=config.discovery_interfaces, ipv6=config.discovery_ipv6)
+            async with (
+                on_lan(
+                    lan,
+                    pool=pool if discovering else None,
+                    advert=advert,
+                    port=config.port,
+                ),
+                run_background(state),
+            ):
                 yield
         state.outbox.close()
         log.info("agent stopped")
@@ -449,6 +513,7 @@ def make_app(state: AgentState) -> web.Application:
     app.cleanup_ctx.append(hub_session)
     app.router.add_post("/v1/infer", handle_infer)
     app.router.add_get("/v1/health", handle_health)
+    app.router.add_get("/v1/hubs", handle_hubs)
     app.router.add_get("/metrics", handle_metrics)
     v2.add_routes(app, STATE, answer)
     return app

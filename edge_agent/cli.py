@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,15 @@ import aiohttp
 import onnxruntime as ort
 from pydantic import BaseModel
 
-from edge_agent.api import AgentState, make_app
-from edge_agent.config import ENV_PREFIX, AgentConfig, ConfigError
+from edge_agent.api import AgentState, HubCandidates, make_app
+from edge_agent.config import AUTO, ENV_PREFIX, AgentConfig, ConfigError
+from edge_agent.discovery import AgentAdvert, open_zeroconf
+from edge_agent.discovery.announce import agent_advert, announce
+from edge_agent.discovery.mdns import MdnsSettings
+from edge_agent.discovery.survey import SurveyParams, survey
 from edge_agent.domain import load_domain
 from edge_agent.enrollment import enroll, read_token
-from edge_agent.errors import AgentError
+from edge_agent.errors import AgentError, NotEnrolledError
 from edge_agent.hub_client import HubClient
 from edge_agent.identity import DeviceIdentity, load_or_create_key
 from edge_agent.outbox import OUTBOX_FILE, Outbox
@@ -39,9 +44,10 @@ from edge_agent.router import RouterConfig, RouterState
 from edge_agent.runtime import EdgeRuntime
 from edge_agent.service import notify, render_unit
 from edge_agent.transport import AiohttpTransport
-from escalade_protocol.artifacts import BundleError
+from escalade_protocol.artifacts import BundleError, load_manifest
 from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
+from escalade_protocol.keys import public_bytes
 from escalade_protocol.messages import AgentHealth
 
 log = logging.getLogger("edge_agent")
@@ -129,7 +135,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         'host = "127.0.0.1"',
         "port = 8780",
     ]
-    if args.hub not in (None, "auto"):
+    if args.hub == AUTO:
+        lines.append('hub = "auto"                    # find and attest hubs on the LAN')
+    elif args.hub is not None:
         lines.append(f'hub_url = "{args.hub}"')
     if profile.router.latency_budget_ms is not None:
         lines.append(f"latency_budget_ms = {profile.router.latency_budget_ms}")
@@ -140,7 +148,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         "data_dir": str(data_dir),
         "profile": profile.name,
         "why": why,
-        "hub_url": None if args.hub in (None, "auto") else args.hub,
+        "hub_url": args.hub,
     }
     _emit(
         args,
@@ -156,23 +164,114 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     token = read_token(token=args.token, token_file=args.token_file, stdin=sys.stdin)
-    if args.config or args.data_dir is None:
-        config = _load_config(args, data_dir=args.data_dir, models_dir=".", hub_url=args.hub)
+    config: AgentConfig | None = None
+    if args.config or args.data_dir is None or args.hub == AUTO:
+        models = args.models or (None if args.config else ".")
+        config = _load_config(args, data_dir=args.data_dir, models_dir=models, hub_url=args.hub)
         data_dir, hub, profile = config.data_dir, config.hub_url, _profile(config)
     else:
         data_dir, hub = Path(args.data_dir).expanduser(), args.hub
         profile = load_profile(args.profile) if args.profile else _detect(Path("/"), None).profile
     if hub is None:
-        raise ConfigError("enroll needs the hub: pass --hub URL or set hub_url in the config")
+        raise ConfigError("enroll needs the hub: pass --hub URL or auto, or set hub_url")
+    url = hub
+    if hub == AUTO:
+        assert config is not None
+        url = _discovered_hub(config)
     identity = asyncio.run(
-        enroll(hub_url=hub, token=token, data_dir=data_dir, profile=profile.name)
+        enroll(hub_url=url, token=token, data_dir=data_dir, profile=profile.name, remember=hub)
     )
     _emit(
         args,
-        {"device_id": identity.device_id, "hub_url": hub},
-        f"enrolled as device {identity.device_id} with hub {hub}",
+        {"device_id": identity.device_id, "hub_url": url, "configured_hub": hub},
+        f"enrolled as device {identity.device_id} with hub {url}",
     )
     return 0
+
+
+def _survey_params(config: AgentConfig, listen_s: float) -> SurveyParams:
+    try:
+        manifest = load_manifest(config.models_dir)
+    except BundleError as exc:
+        raise AgentError(f"hubs are attested against this device's model bundle: {exc}") from None
+    return SurveyParams(
+        mdns=MdnsSettings(interfaces=config.discovery_interfaces, ipv6=config.discovery_ipv6),
+        policy=config.policy,
+        manifest=manifest,
+        listen_s=listen_s,
+        timeout_s=config.hub_timeout_s,
+    )
+
+
+def _discovered_hub(config: AgentConfig) -> str:
+    """The best attested hub on the LAN: the token goes to no hub that is not attested."""
+    found = asyncio.run(survey(_survey_params(config, config.discovery_timeout_s)))
+    usable = found.usable
+    if not usable or usable[0].url is None:
+        refused = "; ".join(f"{h.name}: {h.refusal}" for h in found.hubs) or "none answered"
+        raise AgentError(f"no attested hub found on the LAN ({refused})")
+    return usable[0].url
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    config = _load_config(
+        args,
+        data_dir=args.data_dir or ".",
+        models_dir=args.models,
+        allow_simulated_tee=True if args.allow_simulated_tee else None,
+    )
+    listen_s = args.timeout if args.timeout is not None else config.discovery_timeout_s
+    found = asyncio.run(survey(_survey_params(config, listen_s)))
+    lines = [
+        f"{'ok     ' if h.attested else 'REFUSED'} {h.name}  {h.url or '-'}  "
+        + (f"{h.latency_ms:.1f} ms  " if h.latency_ms is not None else "")
+        + f"verdict={h.verdict or '-'}  "
+        + " ".join(f"{k}={v}" for k, v in h.txt.items())
+        + (f"\n        refused: {h.refusal}" if h.refusal else "")
+        for h in found.hubs
+    ]
+    _emit(args, found, "\n".join(lines) or "no hub found on the LAN")
+    return 0 if found.usable else 1
+
+
+# --- announce ---------------------------------------------------------------------------------
+
+
+def cmd_announce(args: argparse.Namespace) -> int:
+    config = _load_config(args, data_dir=args.data_dir, models_dir=".", profile=args.profile)
+    key = load_or_create_key(config.data_dir)
+    try:
+        device_id: str | None = str(DeviceIdentity.load(config.data_dir).device_id)
+    except NotEnrolledError:
+        device_id = None
+    advert = agent_advert(
+        device_id=device_id,
+        public_key=public_bytes(key.public_key()),
+        profile=_profile(config).name,
+    )
+    mdns = MdnsSettings(interfaces=config.discovery_interfaces, ipv6=config.discovery_ipv6)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_announce(mdns, advert, config.port, args.timeout, ready=args.ready))
+    return 0
+
+
+async def _announce(
+    mdns: MdnsSettings, advert: AgentAdvert, port: int, seconds: float | None, *, ready: bool
+) -> None:
+    zc = open_zeroconf(mdns)
+    try:
+        if not await announce(zc, mdns, advert, port):
+            raise AgentError("cannot announce this device on the LAN (see the log)")
+        print(f"announcing device {advert.id} (enrolled: {advert.enrolled})", file=sys.stderr)
+        if ready:
+            print(f"READY mdns://{advert.id}", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+    finally:
+        await zc.async_close()  # goodbye packets: the device leaves the operator's list
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -269,31 +368,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- status and doctor ------------------------------------------------------------------------
 
 
-async def _get_health(url: str) -> AgentHealth:
+async def _get_health(url: str) -> tuple[AgentHealth, HubCandidates | None]:
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
-            http.get(url + "/v1/health") as response,
-        ):
-            body = await response.read()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.get(url + "/v1/health") as response:
+                body = await response.read()
+            async with http.get(url + "/v1/hubs") as response:
+                hubs = await response.read() if response.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, OSError):
         raise AgentError(f"no agent answers at {url}") from None
-    return AgentHealth.model_validate_json(body)
+    health = AgentHealth.model_validate_json(body)
+    return health, HubCandidates.model_validate_json(hubs) if hubs is not None else None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = _load_config(args, data_dir=args.data_dir, models_dir=".", port=args.port)
     url = f"http://{config.host}:{config.port}"
-    health = asyncio.run(_get_health(url))
+    health, hubs = asyncio.run(_get_health(url))
     reasons = ", ".join(r.value for r in health.reasons) or "-"
+    lines = [
+        f"  hub {h.url} ({','.join(h.sources)}): "
+        + (f"refused: {h.refusal}" if h.refusal else "attested" if h.attested else "not attested")
+        + (f", {h.latency_ms:.1f} ms" if h.latency_ms is not None else "")
+        for h in (hubs.hubs if hubs is not None else [])
+    ]
     _emit(
         args,
         health,
-        f"{health.status} (reasons: {reasons}); profile {health.profile}; "
-        f"providers {', '.join(health.providers)}; hub {health.hub_url}; "
-        f"outbox {health.outbox_depth} waiting, {health.outbox_dropped} dropped; "
-        f"hub audits {health.audit_rate:.1%} of escalations ({health.audits} asked of this "
-        f"device, {health.audits_revealed} revealed, {health.audits_failed} failed)",
+        "\n".join(
+            [
+                f"{health.status} (reasons: {reasons}); profile {health.profile}; "
+                f"providers {', '.join(health.providers)}; hub {health.hub_url}; "
+                f"outbox {health.outbox_depth} waiting, {health.outbox_dropped} dropped; "
+                f"hub audits {health.audit_rate:.1%} of escalations ({health.audits} asked "
+                f"of this device, {health.audits_revealed} revealed, "
+                f"{health.audits_failed} failed)",
+                *lines,
+            ]
+        ),
     )
     return 0 if health.status == "ok" else 1
 
@@ -304,6 +416,18 @@ async def _doctor_hub(config: AgentConfig, runtime: EdgeRuntime) -> dict[str, An
     except AgentError as exc:
         return {"ok": False, "enrolled": False, "detail": str(exc)}
     url = config.hub_url or identity.hub_url
+    if url == AUTO:
+        found = await survey(_survey_params(config, config.discovery_timeout_s))
+        best = found.usable[0] if found.usable else None
+        return {
+            "ok": best is not None,
+            "enrolled": True,
+            "hub_url": AUTO,
+            "attested": best is not None,
+            "found": [h.url for h in found.hubs],
+            "refused": {h.name: h.refusal for h in found.hubs if not h.attested},
+            "detail": f"using {best.url}" if best else "no attested hub on the LAN",
+        }
     async with aiohttp.ClientSession() as http:
         client = HubClient(
             AiohttpTransport(http, url),
@@ -452,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
 
     p = command("init", "write the config and the state folder (0700, device key 0600)")
     p.add_argument("--profile", default="auto", help="auto (detect) or a profile NAME / .toml")
-    p.add_argument("--hub", default="auto", help="hub URL, or auto (the hub enrolled with)")
+    p.add_argument(
+        "--hub", default=None, help="hub URL, or auto: discover on the LAN (the enrolled one)"
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="config file to write")
     p.add_argument("--data-dir", default="/var/lib/escalade-agent", help="state folder")
     p.add_argument("--models", default="/opt/escalade/models", help="model bundle folder")
@@ -463,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
     p.set_defaults(func=cmd_init)
 
     p = command("enroll", "enroll this device with a hub using a one-time token")
-    p.add_argument("--hub", default=None, help="hub URL (default: hub_url from the config)")
+    p.add_argument("--hub", default=None, help="hub URL or auto (default: the config's)")
     p.add_argument("--token", default=None, help="token (visible to other users: prefer a file)")
     p.add_argument("--token-file", default=None, help="read the token from FILE ('-': stdin)")
     p.add_argument("--config", default=None, help="agent.toml")
@@ -472,11 +598,35 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
     json_flag(p)
     p.set_defaults(func=cmd_enroll)
 
+    p.add_argument("--models", default=None, help="model bundle (attests hubs with --hub auto)")
+
+    p = command("discover", "list hubs announced on the LAN, attest each (exit 1: none usable)")
+    p.add_argument("--config", default=None, help="agent.toml (policy, interfaces)")
+    p.add_argument("--data-dir", default=None, help="state folder (unused, for config checks)")
+    p.add_argument("--models", default=None, help="model bundle folder")
+    p.add_argument("--policy", default=None, help="attestation policy TOML")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to listen (config's)")
+    p.add_argument(
+        "--allow-simulated-tee",
+        action="store_true",
+        help="accept INSECURE simulated hub evidence (development only)",
+    )
+    json_flag(p)
+    p.set_defaults(func=cmd_discover)
+
+    p = command("announce", "announce this device on the LAN (for `cloud-hub lan-devices`)")
+    p.add_argument("--config", default=None, help="agent.toml (interfaces, profile)")
+    p.add_argument("--data-dir", default=None, help="state folder (the device key)")
+    p.add_argument("--profile", default=None, help="firmware profile (default: detect)")
+    p.add_argument("--timeout", type=float, default=None, help="stop after S seconds (SIGTERM)")
+    p.add_argument("--ready", action="store_true", help="print 'READY ...' once announced")
+    p.set_defaults(func=cmd_announce)
+
     p = command("run", "serve the local API (v1 and KServe v2) until SIGTERM")
     p.add_argument("--config", default=None, help="agent.toml (env and flags override it)")
     p.add_argument("--data-dir", default=None, help="state folder (key, outbox)")
     p.add_argument("--models", default=None, help="model bundle folder")
-    p.add_argument("--hub", default=None, help="hub URL (default: the enrolled hub)")
+    p.add_argument("--hub", default=None, help="hub URL or auto (default: the enrolled hub)")
     p.add_argument("--profile", default=None, help="firmware profile NAME or .toml (detect)")
     p.add_argument("--host", default=None, help="listen address (config default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=None, help="0 picks a free one (default 8780)")

@@ -43,6 +43,7 @@ from attestation import AppraisalPolicy, PolicyError
 from edge_agent.errors import AgentError
 
 ENV_PREFIX = "ESCALADE_AGENT_"
+AUTO = "auto"
 # The flag that sets each key, for error messages ("run needs --data-dir").
 FLAGS = {
     "data_dir": "--data-dir",
@@ -66,7 +67,9 @@ class AgentConfig(BaseModel):
 
     data_dir: Path
     models_dir: Path
-    hub_url: str | None = None  # default: the hub this device enrolled with
+    # A URL (static: no discovery), "auto" (find hubs on the LAN over mDNS, attest each), or
+    # unset: the hub this device enrolled with. `hub` is accepted as the key's short name.
+    hub_url: str | None = None
     profile: str | None = None  # default: detect
     # Detection reads /proc and /etc under this root (tests fake a device's files).
     detect_root: Path = Path("/")
@@ -111,6 +114,13 @@ class AgentConfig(BaseModel):
     # 0 batches the requests that arrived in the same turn of the event loop (no added delay).
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     max_batch_wait_ms: float = Field(default=0.0, ge=0, le=100)
+    # LAN discovery (mDNS, docs/discovery.md): interfaces by name (empty: the default one),
+    # IPv6 besides IPv4, and whether this agent announces itself (profile, enrollment state).
+    discovery_interfaces: tuple[str, ...] = ()
+    discovery_ipv6: bool = False
+    advertise: bool = True
+    # How long `discover` and `enroll --hub auto` listen for hubs.
+    discovery_timeout_s: float = Field(default=3.0, gt=0, le=300)
     # The appraisal policy for hub evidence, from [attestation] or --policy.
     policy: AppraisalPolicy = Field(default_factory=AppraisalPolicy, exclude=True)
 
@@ -140,12 +150,13 @@ class AgentConfig(BaseModel):
                 raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-            values.update(file_values)
+            values.update(_aliased(file_values))
             source.update(dict.fromkeys(file_values, str(path)))
         for name, raw in (env or {}).items():
             if not name.startswith(ENV_PREFIX):
                 continue
             key = name.removeprefix(ENV_PREFIX).lower()
+            key = "hub_url" if key == "hub" else key
             values[key] = _from_env(key, raw)
             source[key] = name
         for key, value in overrides.items():
@@ -176,6 +187,11 @@ class AgentConfig(BaseModel):
         }
         return config.model_copy(update=expanded)
 
+    @property
+    def discovers(self) -> bool:
+        """True when hubs are found on the LAN rather than named."""
+        return self.hub_url == AUTO
+
     def api_token(self) -> bytes | None:
         """The local API's bearer token, read from `api_token_file` (which must be 0600)."""
         if self.api_token_file is None:
@@ -191,6 +207,13 @@ class AgentConfig(BaseModel):
         if len(token) < 16:
             raise ConfigError(f"api token in {path} is shorter than 16 bytes")
         return token
+
+
+def _aliased(values: dict[str, Any]) -> dict[str, Any]:
+    """``hub`` is the short name of ``hub_url`` (``hub = "auto"``)."""
+    if "hub" in values:
+        values["hub_url"] = values.pop("hub")
+    return values
 
 
 def _accepts_str(key: str) -> bool:

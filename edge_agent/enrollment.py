@@ -48,7 +48,14 @@ def read_token(*, token: str | None, token_file: str | None, stdin: TextIO) -> s
     return token
 
 
-async def enroll(*, hub_url: str, token: str, data_dir: Path, profile: str) -> DeviceIdentity:
+async def enroll(
+    *, hub_url: str, token: str, data_dir: Path, profile: str, remember: str | None = None
+) -> DeviceIdentity:
+    """Enroll with the hub at `hub_url`; the identity records `remember` (default: that URL).
+
+    A device enrolled through discovery remembers "auto": it finds its hub on the LAN again
+    after the hub moves, rather than holding on to an address.
+    """
     key = load_or_create_key(data_dir)
     public_key = public_bytes(key.public_key())
     try:
@@ -85,7 +92,9 @@ async def enroll(*, hub_url: str, token: str, data_dir: Path, profile: str) -> D
             ) from None
         raise EnrollmentError(error.code.value, error.message)
     identity = DeviceIdentity(
-        device_id=EnrollResponse.model_validate_json(body).device_id, key=key, hub_url=hub_url
+        device_id=EnrollResponse.model_validate_json(body).device_id,
+        key=key,
+        hub_url=remember or hub_url,
     )
     identity.save(data_dir)
     return identity

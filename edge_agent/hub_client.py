@@ -133,6 +133,7 @@ class HubClient:
         breaker_max_cooldown_s: float = 5.0,
         clock: Clock = time.monotonic,
         nonce: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_SIZE),
+        expected_key_id: bytes | None = None,
     ) -> None:
         if isinstance(transport, aiohttp.ClientSession):
             # The older form, HubClient(session, base_url=...), as bench/escalation.py uses it.
@@ -147,6 +148,9 @@ class HubClient:
         self._timeout = timeout_s
         self._clock = clock
         self._nonce = nonce
+        # The key id a discovery advertisement claims (its `kfp`): evidence binding other keys
+        # is refused, so a LAN announcement cannot point the agent at another hub's identity.
+        self._expected_key_id = expected_key_id
         self._breaker = Breaker(
             cooldown_s=breaker_cooldown_s,
             max_cooldown_s=breaker_max_cooldown_s,
@@ -210,6 +214,14 @@ class HubClient:
         self._last_check = check
         if not check.trusted or check.keys is None or check.verdict is None:
             raise self._failed(AttestationRefused(check))
+        expected = self._expected_key_id
+        if expected is not None and check.keys.key_id != expected:
+            failure = HubUnavailable(
+                AnswerReason.ATTESTATION_REFUSED,
+                f"hub attestation refused: advertised kfp {expected.hex()} is not the key id "
+                f"{check.keys.key_id.hex()} its evidence binds",
+            )
+            raise self._failed(failure)
         hub = AttestedHub(
             keys=check.keys,
             verdict=check.verdict,

@@ -8,12 +8,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from edge_agent.breaker import BreakerState
+from edge_agent.hub_choice import CandidateView
+from edge_agent.hub_pool import HubPool
 from escalade_protocol.messages import AnswerPath, AnswerReason
 
 if TYPE_CHECKING:
     from edge_agent.api import AgentState
 
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+def _candidate_state(view: CandidateView) -> str:
+    if view.refusal is not None:
+        return "refused"
+    return "usable" if view.allows else "paused"
 
 
 class AgentMetrics:
@@ -66,6 +74,22 @@ class AgentMetrics:
                 return float(current is v)
 
             breaker.labels(value.value).set_function(is_state)
+        candidates = Gauge(
+            "escalade_agent_hub_candidates",
+            "Hubs the agent knows (configured or discovered): usable, refused, or paused",
+            ["state"],
+            registry=r,
+        )
+        for kind in ("usable", "refused", "paused"):
+
+            def count(k: str = kind) -> float:
+                client = state.client
+                if not isinstance(client, HubPool):
+                    return float(k == "usable" and client is not None)
+                views = client.candidates()
+                return float(sum(1 for v in views if _candidate_state(v) == k))
+
+            candidates.labels(kind).set_function(count)
         Gauge(
             "escalade_agent_outbox_depth",
             "Outcome records waiting for the hub's acknowledgement",

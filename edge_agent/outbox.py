@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent.errors import HubUnavailable
-from edge_agent.hub_client import HubClient
+from edge_agent.hub_pool import Hubs
 from edge_agent.identity import DeviceIdentity
 from escalade_protocol.device_reports import (
     NONCE_SIZE,
@@ -172,9 +172,7 @@ class Outbox:
             self._db.close()
 
 
-async def deliver_once(
-    outbox: Outbox, client: HubClient, *, device: DeviceIdentity, batch: int
-) -> int:
+async def deliver_once(outbox: Outbox, client: Hubs, *, device: DeviceIdentity, batch: int) -> int:
     """Send one batch of the oldest records; delete what the hub acknowledged; return that.
 
     The breaker is asked first (no reading while the hub is away); reading, decoding and
@@ -220,7 +218,7 @@ async def deliver_once(
 
 
 async def deliver_forever(
-    outbox: Outbox, client: HubClient, *, device: DeviceIdentity, batch: int, retry_s: float
+    outbox: Outbox, client: Hubs, *, device: DeviceIdentity, batch: int, retry_s: float
 ) -> None:
     """Deliver while records wait; sleep until a record is added or a retry is due."""
     while True:

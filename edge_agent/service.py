@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import HubUnavailable
+from edge_agent.hub_pool import HubPool
 from edge_agent.outbox import deliver_forever
 
 if TYPE_CHECKING:
@@ -60,6 +61,14 @@ async def _supervise(name: str, make: Callable[[], Coroutine[Any, Any, None]]) -
 async def watch_hub(state: AgentState) -> None:
     client = state.client
     assert client is not None
+
+    async def pause(seconds: float) -> None:
+        # A pool wakes early when discovery finds or loses a hub: attest a new one at once.
+        if isinstance(client, HubPool):
+            await client.wait_changed(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
     while True:
         try:
             if client.healthy:
@@ -67,10 +76,16 @@ async def watch_hub(state: AgentState) -> None:
             else:
                 await client.probe()
         except HubUnavailable:
-            # Logged by the client once per kind of failure; probe again when the breaker says.
-            await asyncio.sleep(max(client.retry_in(), 0.05))
+            # Logged by the client once per kind of failure; probe again when the breaker says
+            # (or, with no hub found yet, when discovery finds one).
+            idle = isinstance(client, HubPool) and client.current_url is None
+            await pause(WATCH_PERIOD_S if idle else max(client.retry_in(), 0.05))
             continue
-        await asyncio.sleep(min(WATCH_PERIOD_S, state.config.attestation_ttl_s / 2))
+        if client.healthy:
+            await pause(min(WATCH_PERIOD_S, state.config.attestation_ttl_s / 2))
+        else:
+            # One of several hubs is down: probe it when its breaker allows.
+            await pause(max(client.retry_in(), 0.05))
 
 
 @contextlib.asynccontextmanager
