@@ -27,10 +27,10 @@ from cloud_hub import lan_devices
 from cloud_hub.admin import Scope, create_admin_token
 from cloud_hub.admin.cli import add_admin_commands
 from cloud_hub.admin.client import AdminCallError
-from cloud_hub.admin.enrollment_tokens import issue_token
 from cloud_hub.advertise import AdvertiseSettings
 from cloud_hub.app import ADVERTISER, build_state, make_app
 from cloud_hub.config import HubConfig
+from cloud_hub.enrollment import create_token
 from cloud_hub.errors import HubError
 from cloud_hub.poisoning import ReferenceStatsError
 from cloud_hub.store import Device, Store, migrate_database, schema_version, sqlite_url
@@ -186,13 +186,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         return 2
     store = _store(args)
     try:
-        token, expires = issue_token(
+        # Host-local bootstrap: not audited (the admin API's tokens are, `token_create`).
+        token, expires = create_token(
             store,
             ttl=timedelta(hours=ttl_hours),
             note=args.note,
             uses=args.uses,
             auto_approve=not args.manual_approval,
-            actor="operator",
         )
     finally:
         store.close()
