@@ -165,6 +165,7 @@ class Verdict:
     quote_version: int | None = None
     measurements: Measurements = field(default_factory=dict)
     report_data: bytes = b""
+    trailing_bytes: int = 0  # unsigned bytes after a quote's signature data, ignored
 
     @property
     def allows_escalation(self) -> bool:
@@ -276,6 +277,7 @@ def _appraise_dcap(
         quote_version=result.quote_version,
         measurements=measurements,
         report_data=report_data,
+        trailing_bytes=result.trailing_bytes,
     )
 
 

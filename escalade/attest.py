@@ -40,6 +40,7 @@ class VerdictReport(BaseModel):
     failures: list[str]
     failure_details: list[FailureReport]
     relaxations: list[str]
+    trailing_bytes: int
     now: str
 
     @classmethod
@@ -58,6 +59,7 @@ class VerdictReport(BaseModel):
                 FailureReport(check=f.check, message=f.message) for f in verdict.failures
             ],
             relaxations=list(verdict.relaxations),
+            trailing_bytes=verdict.trailing_bytes,
             now=now.isoformat(),
         )
 

@@ -32,6 +32,7 @@ class DcapVerdict:
     fmspc: str | None  # upper-case hex, from the PCK certificate
     failures: tuple[CheckFailure, ...]
     collateral_expired: bool
+    trailing_bytes: int = 0  # unsigned bytes after the signature data, ignored
 
     @property
     def crypto_ok(self) -> bool:
@@ -147,6 +148,7 @@ def _verdict(
         fmspc=ext.fmspc.hex().upper() if ext is not None else None,
         failures=tuple(failures),
         collateral_expired=any(f.check in EXPIRY_CHECKS for f in failures),
+        trailing_bytes=q.trailing_bytes if q is not None else 0,
     )
 
 
