@@ -11,6 +11,7 @@ from attestation.evidence import (
     DcapEvidence,
     Evidence,
     SimulatedEvidence,
+    SnpEvidence,
 )
 from attestation.policy import (
     AppraisalPolicy,
@@ -32,6 +33,7 @@ __all__ = [
     "PolicyError",
     "SimulatedAttester",
     "SimulatedEvidence",
+    "SnpEvidence",
     "Status",
     "Verdict",
     "appraise",
