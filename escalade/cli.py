@@ -94,6 +94,9 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
             now=args.now,
             policy=Path(args.policy) if args.policy else None,
             expect_report_data=args.expect_report_data,
+            vcek=Path(args.vcek) if args.vcek else None,
+            chain=Path(args.chain) if args.chain else None,
+            crl=Path(args.crl) if args.crl else None,
         )
     except (VerifyError, PolicyError) as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -224,10 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     attest = sub.add_parser("attest", help="remote attestation tools").add_subparsers(
         dest="attest_command", required=True
     )
-    verify = attest.add_parser("verify", help="appraise an Intel DCAP quote, offline")
-    verify.add_argument("--quote", required=True, help="quote file, raw or hex")
-    verify.add_argument("--collateral", default=None, help="collateral JSON (PCCS fields)")
-    verify.add_argument("--root", default=None, help="root CA PEM (default: pinned Intel root)")
+    verify = attest.add_parser(
+        "verify", help="appraise an Intel DCAP quote or AMD SEV-SNP report, offline"
+    )
+    verify.add_argument("--quote", required=True, help="quote or SNP report file, raw or hex")
+    verify.add_argument("--collateral", default=None, help="DCAP collateral JSON (PCCS fields)")
+    verify.add_argument("--vcek", default=None, help="SNP: the VCEK or VLEK certificate")
+    verify.add_argument("--chain", default=None, help="SNP: ASK/ASVK + ARK PEM (default: AMD's)")
+    verify.add_argument("--crl", default=None, help="SNP: AMD's CRL for the product")
+    verify.add_argument(
+        "--root", default=None, help="root PEM (default: pinned Intel root / AMD ARKs)"
+    )
     verify.add_argument("--now", default=None, help="ISO 8601 time to verify at (default: now)")
     verify.add_argument("--policy", default=None, help="appraisal policy TOML")
     verify.add_argument("--expect-report-data", default=None, help="hex REPORT_DATA to require")
