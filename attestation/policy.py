@@ -212,10 +212,21 @@ class Verdict:
     measurements: Measurements = field(default_factory=dict)
     report_data: bytes = b""
     trailing_bytes: int = 0  # unsigned bytes after a quote's signature data, ignored
+    # When the evidence's collateral or certificates go stale, and when it was appraised:
+    # a verdict authorises nothing past `valid_until` (the agent re-attests before then).
+    valid_until: datetime | None = None
+    appraised_at: datetime | None = None
 
     @property
     def allows_escalation(self) -> bool:
         return self.status is not Status.CONTRAINDICATED
+
+    @property
+    def valid_for_s(self) -> float | None:
+        """Seconds from appraisal to `valid_until` (None: no end beyond the caller's TTL)."""
+        if self.valid_until is None or self.appraised_at is None:
+            return None
+        return (self.valid_until - self.appraised_at).total_seconds()
 
     def summary(self) -> str:
         if self.failures:
@@ -326,6 +337,8 @@ def _appraise_dcap(
         measurements=measurements,
         report_data=report_data,
         trailing_bytes=result.trailing_bytes,
+        valid_until=result.valid_until,
+        appraised_at=now,
     )
 
 
@@ -452,6 +465,8 @@ def _appraise_snp(
         quote_version=result.report.version if result.report is not None else None,
         measurements=measurements,
         report_data=report_data,
+        valid_until=result.valid_until,
+        appraised_at=now,
     )
 
 

@@ -144,7 +144,7 @@ class SnpPki:
     def vcek_der(self) -> bytes:
         return self.vcek.public_bytes(serialization.Encoding.DER)
 
-    def crl(self, *, revoked: tuple[int, ...] = (), days: int = 7) -> bytes:
+    def crl(self, *, revoked: tuple[int, ...] = (), days: float = 7) -> bytes:
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.ark.subject)

@@ -117,6 +117,18 @@ class PreparedCollateral:
         )
         return out
 
+    def valid_until(self) -> datetime | None:
+        """When the first of these documents or signing certificates goes stale."""
+        ends = [doc.next_update for doc in (self.tcb_info, self.qe_identity) if doc is not None]
+        ends += [
+            crl.next_update_utc
+            for crl in (self.pck_crl, self.root_ca_crl)
+            if crl is not None and crl.next_update_utc is not None
+        ]
+        chains = (*self.tcb_info_chain, *self.qe_identity_chain, *self.pck_crl_chain)
+        ends += [cert.not_valid_after_utc for cert in chains]
+        return min(ends, default=None)
+
     def pck_crl_problem(self, pck_ca: x509.Certificate) -> str | None:
         """Whether the PCK CRL is issued and signed by `pck_ca` (the quote's PCK issuer)."""
         if self.pck_crl is None:

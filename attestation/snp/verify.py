@@ -29,6 +29,8 @@ class SnpVerdict:
     signing_key: str  # "vcek", "vlek", or what the report claimed
     reported_tcb: TcbVersion | None
     failures: tuple[CheckFailure, ...]
+    # The first notAfter of the key and its chain, or the CRL's nextUpdate: re-appraise by then.
+    valid_until: datetime | None = None
 
     @property
     def crypto_ok(self) -> bool:
@@ -69,8 +71,9 @@ def verify_report(
             failures=(CheckFailure("report_format", str(exc)),),
         )
     product: Product | None = None
+    ends: list[datetime] = []
     try:
-        product = _check(parsed, now, vcek, chain, crl, ark, failures)
+        product = _check(parsed, now, vcek, chain, crl, ark, failures, ends)
     except Exception as exc:  # the no-raise contract outranks surfacing a bug as a crash
         failures.append(CheckFailure("verification_error", f"{type(exc).__name__}: {exc}"))
     key_name = (
@@ -84,10 +87,11 @@ def verify_report(
         signing_key=key_name,
         reported_tcb=parsed.reported_tcb(product or parsed.product_from_cpuid),
         failures=tuple(failures),
+        valid_until=min(ends, default=None),
     )
 
 
-def _check(  # noqa: PLR0917 - private, one call site, mirrors verify_report's arguments
+def _check(  # noqa: PLR0917 - private, one call site, mirrors verify_report
     report: SnpReport,
     now: datetime,
     vcek: bytes | x509.Certificate | None,
@@ -95,6 +99,7 @@ def _check(  # noqa: PLR0917 - private, one call site, mirrors verify_report's a
     crl: bytes | x509.CertificateRevocationList | None,
     ark: x509.Certificate | None,
     failures: list[CheckFailure],
+    ends: list[datetime],
 ) -> Product | None:
     def fail(check: str, message: str) -> None:
         failures.append(CheckFailure(check, message))
@@ -123,8 +128,11 @@ def _check(  # noqa: PLR0917 - private, one call site, mirrors verify_report's a
                 fail("cert_chain", problem)
         for problem in certs.validity_problems((leaf, intermediate, root), now):
             fail("cert_expired", problem)
+        ends.extend(c.not_valid_after_utc for c in (leaf, intermediate, root))
         if crl is not None:
-            _check_crl(crl, root, (leaf, intermediate), now, fail)
+            crl_end = _check_crl(crl, root, (leaf, intermediate), now, fail)
+            if crl_end is not None:
+                ends.append(crl_end)
     if product is not None:
         cpu = report.product_from_cpuid
         if cpu is not None and cpu is not product:
@@ -202,22 +210,24 @@ def _check_crl(
     covered: tuple[x509.Certificate, ...],
     now: datetime,
     fail: _Fail,
-) -> None:
+) -> datetime | None:
+    """Check the CRL; return its nextUpdate when it is usable."""
     try:
         parsed = crl if isinstance(crl, x509.CertificateRevocationList) else certs.load_crl(crl)
     except CertificateError as exc:
         fail("crl", str(exc))
-        return
+        return None
     problem = certs.crl_problem(parsed, root)
     if problem is not None:
         fail("crl", problem)
-        return
+        return None
     next_update = parsed.next_update_utc
     if now < parsed.last_update_utc or (next_update is not None and now > next_update):
         fail("crl_expired", f"CRL valid until {next_update}, not at {now:%Y-%m-%d %H:%M}")
     for cert in covered:
         if parsed.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             fail("cert_revoked", f"{certs.common_name(cert.subject)} is revoked")
+    return next_update
 
 
 def _check_extensions(
