@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from snp_synth import MEASUREMENT, SnpPki
+from test_agent_hub_client import Clock, model_info
 
 from attestation import AppraisalPolicy, SnpEvidence
 from attestation.dcap import Collateral, verify_quote
@@ -26,14 +27,6 @@ from escalade_protocol.keys import Ed25519PrivateKey
 from escalade_protocol.messages import AttestationRequest, HubModelInfo
 
 VECTORS = Path(__file__).parent / "vectors"
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -76,14 +69,7 @@ def client_for(
     manifest: ModelManifest, *, crl_days: float, ttl_s: float
 ) -> tuple[AttestingHub, Clock, HubClient]:
     pki = SnpPki(now=datetime.now(UTC))
-    info = HubModelInfo(
-        model_id=manifest.model_id,
-        model_version=manifest.model_version,
-        embedding_dim=manifest.embedding_dim,
-        num_classes=manifest.num_classes,
-        wire_dtype=manifest.wire_dtype,
-    )
-    hub = AttestingHub(info, SnpVm(pki, crl_days))
+    hub = AttestingHub(model_info(manifest), SnpVm(pki, crl_days))
     clock = Clock()
     policy = AppraisalPolicy(
         snp_measurements=frozenset({MEASUREMENT}),

@@ -3,13 +3,13 @@ the verdicts the samples' README expects."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from snp_synth import DEBUG_POLICY, MEASUREMENT, SnpPki
+from test_appraisal_dcap import run_verify as dcap_cli
 
 VECTORS = Path(__file__).parent / "vectors"
 SNP = VECTORS / "snp"
@@ -18,15 +18,7 @@ IN_DCAP_WINDOW = "2025-07-01T00:00:00Z"
 
 
 def run_verify(*args: str | Path) -> tuple[int, dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "escalade.cli", "attest", "verify", "--json", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.returncode, json.loads(result.stdout)
+    return dcap_cli(*map(str, args))
 
 
 def test_snp_v2_vcek_sample_affirms() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from importlib import resources
 
@@ -126,15 +125,6 @@ def link_problem(child: x509.Certificate, issuer: x509.Certificate) -> str | Non
     except InvalidSignature:
         return f"{child_cn} is not signed by {issuer_cn} (RSA-PSS SHA-384, salt 48)"
     return None
-
-
-def validity_problems(certs: tuple[x509.Certificate, ...], now: datetime) -> list[str]:
-    return [
-        f"{common_name(c.subject)} valid {c.not_valid_before_utc:%Y-%m-%d} to "
-        f"{c.not_valid_after_utc:%Y-%m-%d}, not at {now:%Y-%m-%d %H:%M}"
-        for c in certs
-        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc
-    ]
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from attestation.dcap.certs import validity_problems
 from attestation.snp import certs
 from attestation.snp.errors import CertificateError, CheckFailure, ReportFormatError
 from attestation.snp.report import Product, SigningKey, SnpReport, TcbVersion, parse_report
@@ -126,7 +127,7 @@ def _check(  # noqa: PLR0917 - private, one call site, mirrors verify_report
             problem = certs.link_problem(child, issuer)
             if problem is not None:
                 fail("cert_chain", problem)
-        for problem in certs.validity_problems((leaf, intermediate, root), now):
+        for problem in validity_problems((leaf, intermediate, root), now):
             fail("cert_expired", problem)
         ends.extend(c.not_valid_after_utc for c in (leaf, intermediate, root))
         if crl is not None:
