@@ -110,7 +110,8 @@ def load_collateral(path: Path) -> DcapCollateral:
 
 _HELP = (
     "Run the hub inside Gramine-SGX (docs/enclave.md) or a TDX / SEV-SNP confidential VM "
-    "(docs/attestation.md), or start it with --tee simulated for INSECURE development use"
+    "(docs/attestation.md), or start it with --tee simulated (--allow-simulated-tee) for "
+    "INSECURE development use"
 )
 
 
