@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from snp_synth import CHIP_ID, DEBUG_POLICY, DEFAULT_POLICY, MEASUREMENT, TCB, SnpPki
 
 import attestation.snp
@@ -253,3 +255,20 @@ def test_synthetic_report_fields_round_trip(pki: SnpPki) -> None:
     assert report.measurement == MEASUREMENT
     assert report.chip_id == CHIP_ID
     assert struct.unpack_from("<Q", pki.report(), 8)[0] == DEFAULT_POLICY
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=1300))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    verdict = verify_report(data, now=NOW, vcek=_read(KEYS["vcek"]))
+    assert not verdict.crypto_ok
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.integers(0, 1183), st.integers(1, 255), min_size=1, max_size=8))
+def test_random_changes_to_a_real_report_fail(changes: dict[int, int]) -> None:
+    raw = bytearray(_read(REPORTS["vcek"]))
+    for offset, mask in changes.items():
+        raw[offset] ^= mask
+    verdict = verify_report(bytes(raw), now=NOW, vcek=_read(KEYS["vcek"]))
+    assert not verdict.crypto_ok

@@ -183,3 +183,28 @@ def test_mixing_dcap_and_snp_inputs_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "SEV-SNP" in result.stdout + result.stderr
+
+
+def test_snp_crl_option_revokes(tmp_path: Path) -> None:
+    pki = SnpPki()
+    (tmp_path / "report.bin").write_bytes(pki.report())
+    (tmp_path / "vcek.der").write_bytes(pki.vcek_der())
+    (tmp_path / "chain.pem").write_bytes(pki.chain_pem())
+    (tmp_path / "ark.pem").write_bytes(pki.ark_pem())
+    (tmp_path / "crl.der").write_bytes(pki.crl(revoked=(pki.ask.serial_number,)))
+    code, report = run_verify(
+        "--quote",
+        tmp_path / "report.bin",
+        "--vcek",
+        tmp_path / "vcek.der",
+        "--chain",
+        tmp_path / "chain.pem",
+        "--crl",
+        tmp_path / "crl.der",
+        "--root",
+        tmp_path / "ark.pem",
+        "--now",
+        IN_SNP_WINDOW,
+    )
+    assert code == 1
+    assert report["failures"] == ["cert_revoked"]
