@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fake_tsm import FakeTsmTree
 from snp_synth import MEASUREMENT, SnpPki
 
-from attestation import AttestationBundle, SnpEvidence
+from attestation import AppraisalPolicy, AttestationBundle, DcapEvidence, SnpEvidence, appraise
 from attestation.dcap import verify_quote
 from attestation.snp import verify_report
 from attestation.snp.certtable import (
@@ -232,3 +232,47 @@ async def test_agent_uses_an_snp_hub_only_under_a_matching_policy(
             assert isinstance(bundle.evidence, SnpEvidence)
     served = [rd for rd in fake.served if rd != bytes(64)]
     assert len(set(served)) == len(served) >= 3
+
+
+@pytest.mark.timeout(60)
+async def test_a_tdx_hub_serves_its_quote_with_collateral(bundle_dir: Path, tmp_path: Path) -> None:
+    """A real hub with --tee tdx on a fake tree serving the real TDX sample quote: the bundle
+    carries that quote and the collateral file; the quote verifies (it binds no hub key, so
+    an agent would refuse it with `report_data`: see docs/attestation.md)."""
+    quote = (VECTORS / "tdx_v4_quote.bin").read_bytes()
+    collateral = VECTORS / "tdx_v4_collateral.json"
+    hub_dir = tmp_path / "hub"
+    with FakeTsmTree(
+        tmp_path / "tsm", provider="tdx_guest", make_evidence=lambda _: (quote, b""), requests=2
+    ) as fake:
+        await migrate_hub(hub_dir)
+        argv = hub_command(
+            hub_dir,
+            bundle_dir,
+            "--tee",
+            "tdx",
+            "--attestation-dir",
+            str(tmp_path / "tsm"),
+            "--collateral",
+            str(collateral),
+        )
+        async with service("hub", argv, log_dir=tmp_path) as hub, aiohttp.ClientSession() as http:
+            nonce = bytes(range(32))
+            async with http.post(f"{hub.url}/v1/attestation", json={"nonce": nonce.hex()}) as r:
+                body = await r.text()
+    bundle = AttestationBundle.model_validate_json(body)
+    evidence = bundle.evidence
+    assert isinstance(evidence, DcapEvidence)
+    assert evidence.quote == quote
+    assert evidence.collateral is not None
+    assert len(fake.served) == 1
+    assert fake.served[0] != bytes(64)  # the hub's binding of its keys and our nonce
+    verdict = appraise(
+        evidence,
+        expected_report_data=fake.served[0],
+        policy=AppraisalPolicy(require_identity=False),
+        now=datetime(2025, 7, 1, tzinfo=UTC),
+    )
+    assert verdict.tee == "tdx"
+    assert verdict.crypto_ok
+    assert [f.check for f in verdict.failures] == ["report_data"]
