@@ -4,6 +4,7 @@ PKI, TEST KEYS) used by real agents only under a matching policy."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,8 +13,10 @@ import aiohttp
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from dcap_synth import SyntheticPki
 from fake_tsm import FakeTsmTree
 from snp_synth import MEASUREMENT, SnpPki
+from tdx_synth import MR_TD, tdx_collateral, tdx_quote
 
 from attestation import AppraisalPolicy, AttestationBundle, DcapEvidence, SnpEvidence, appraise
 from attestation.dcap import verify_quote
@@ -276,3 +279,66 @@ async def test_a_tdx_hub_serves_its_quote_with_collateral(bundle_dir: Path, tmp_
     assert verdict.tee == "tdx"
     assert verdict.crypto_ok
     assert [f.check for f in verdict.failures] == ["report_data"]
+
+
+@pytest.mark.timeout(90)
+async def test_agent_uses_a_tdx_hub_only_under_a_matching_policy(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """A real hub on a fake TDX VM (synthetic TDX quotes from a test PCK hierarchy, TEST KEYS)
+    and real agents: affirming under the matching MRTD and test root, refused otherwise."""
+    pki = SyntheticPki()
+    root = tmp_path / "test-root.pem"
+    root.write_bytes(pki.root_pem)
+    collateral = tmp_path / "collateral.json"
+    collateral.write_text(json.dumps(tdx_collateral(pki)))
+    manifest = load_manifest(bundle_dir)
+    with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
+        sample = np.asarray(data["X"][0], dtype=np.float32)
+    hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+    with FakeTsmTree(
+        tmp_path / "tsm",
+        provider="tdx_guest",
+        make_evidence=lambda report_data: (tdx_quote(pki, report_data=report_data), b""),
+        requests=10,
+    ):
+        await migrate_hub(hub_dir)
+        argv = hub_command(
+            hub_dir,
+            bundle_dir,
+            "--tee",
+            "tdx",
+            "--attestation-dir",
+            str(tmp_path / "tsm"),
+            "--collateral",
+            str(collateral),
+        )
+        async with service("hub", argv, log_dir=tmp_path) as hub:
+            await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
+
+            async def ask(name: str, mr_td: bytes, trust_root: bool) -> dict[str, object]:
+                policy = tmp_path / f"{name}.toml"
+                lines = ["[attestation]", f'mr_td = ["{mr_td.hex()}"]']
+                if trust_root:
+                    lines.append(f'root_ca = "{root}"')
+                policy.write_text("\n".join(lines) + "\n")
+                agent_argv = agent_command(agent_dir, bundle_dir, "--policy", str(policy))
+                async with (
+                    service(name, agent_argv, log_dir=tmp_path) as agent,
+                    aiohttp.ClientSession() as http,
+                ):
+                    outcome = await infer(http, agent.url, sample, "hub")
+                    return outcome.response.model_dump()
+
+            trusted = await ask("agent-matching", MR_TD, trust_root=True)
+            assert trusted["source"] == "hub"
+            attestation = trusted["attestation"]
+            assert isinstance(attestation, dict)
+            assert attestation["status"] == "affirming"
+            assert attestation["tee"] == "tdx"
+            wrong = await ask("agent-other-td", bytes(48), trust_root=True)
+            assert wrong["source"] == "local"
+            assert "mr_td" in str(wrong["attestation"])
+            pinned = await ask("agent-intel-root", MR_TD, trust_root=False)
+            assert pinned["source"] == "local"
+            assert "pck_chain" in str(pinned["attestation"])
