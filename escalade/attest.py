@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict
 
 from attestation import (
@@ -151,10 +152,10 @@ def verify(
         # The root to trust instead of the pinned one: Intel's for DCAP, an ARK for SNP.
         try:
             pem = root.read_bytes()
-            rules = replace(rules, snp_ark_pem=pem) if snp else replace(rules, root_ca_pem=pem)
-            rules.snp_ark() if snp else rules.root_ca()
+            x509.load_pem_x509_certificate(pem)
         except (OSError, ValueError) as exc:
             raise VerifyError(f"cannot load root CA {root}: {exc}") from None
+        rules = replace(rules, snp_ark_pem=pem) if snp else replace(rules, root_ca_pem=pem)
     expected = None
     if expect_report_data is not None:
         try:
