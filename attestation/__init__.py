@@ -1,7 +1,9 @@
 """Remote attestation for Escalade (RATS roles).
 
-The hub is the Attester (`SimulatedAttester` today; Gramine/SGX DCAP next); the agent is the
-Verifier and Relying Party (`appraise` with an `AppraisalPolicy` -> `Verdict`).
+The hub is the Attester (Gramine SGX or TDX through DCAP quotes, SEV-SNP reports, or the
+INSECURE `SimulatedAttester`); the agent is the Verifier and Relying Party (`appraise` with an
+`AppraisalPolicy` -> `Verdict`). Verifiers: `attestation.dcap` (Intel) and `attestation.snp`
+(AMD); attesters' interfaces: `attestation.gramine` and `attestation.tsm` (configfs-tsm).
 """
 
 from attestation.binding import report_data
@@ -11,6 +13,7 @@ from attestation.evidence import (
     DcapEvidence,
     Evidence,
     SimulatedEvidence,
+    SnpEvidence,
 )
 from attestation.policy import (
     AppraisalPolicy,
@@ -32,6 +35,7 @@ __all__ = [
     "PolicyError",
     "SimulatedAttester",
     "SimulatedEvidence",
+    "SnpEvidence",
     "Status",
     "Verdict",
     "appraise",

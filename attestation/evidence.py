@@ -50,7 +50,23 @@ class DcapEvidence(Message):
     collateral: DcapCollateral | None = None
 
 
-Evidence = Annotated[SimulatedEvidence | DcapEvidence, Field(discriminator="type")]
+class SnpEvidence(Message):
+    """An AMD SEV-SNP attestation report with the certificates to check it.
+
+    The certificates are AMD's (from KDS or the host's extended report), so the hub may carry
+    them; without them the verifier can only use AMD's shipped ASK/ASVK and ARK, and a VCEK
+    must still come from somewhere: a report without one is refused (`vcek_missing`).
+    """
+
+    type: Literal["sev-snp"] = "sev-snp"
+    insecure: Literal[False] = False
+    report: HexBytes
+    vcek: HexBytes | None = Field(default=None, description="VCEK or VLEK, DER")
+    cert_chain: str | None = Field(default=None, description="PEM: ASK or ASVK, then ARK")
+    crl: HexBytes | None = Field(default=None, description="AMD's CRL for the product, DER")
+
+
+Evidence = Annotated[SimulatedEvidence | DcapEvidence | SnpEvidence, Field(discriminator="type")]
 
 
 class AttestationBundle(Message):

@@ -18,6 +18,13 @@ A policy file (TOML, keys at top level or under ``[attestation]``)::
     allow_debug = false                         # relaxation
     accepted_tcb_statuses = ["UpToDate"]        # e.g. add "SWHardeningNeeded" (relaxation)
     root_ca = "/path/root.pem"                  # default: the pinned Intel SGX Root CA
+    # AMD SEV-SNP (allowed_tees gains "sev-snp"):
+    snp_measurement = ["<96 hex>", ...]         # launch measurements allowed
+    snp_allow_migration_agent = false           # relaxation: a migration agent may be bound
+    snp_allow_smt = true                        # false: refuse SMT allowed or enabled
+    snp_max_vmpl = 0                            # the report must come from VMPL <= this
+    snp_min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+    snp_ark = "/path/ark.pem"                   # default: AMD's pinned ARKs (test PKIs only)
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from cryptography import x509
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from attestation.dcap import Collateral, EnclaveReport, TdReport, verify_quote
-from attestation.evidence import DcapEvidence, Evidence, SimulatedEvidence
+from attestation.evidence import DcapEvidence, Evidence, SimulatedEvidence, SnpEvidence
+from attestation.snp import SnpReport, TcbVersion, verify_report
 
 UP_TO_DATE = "UpToDate"
 
@@ -60,7 +68,7 @@ class Failure:
 class AppraisalPolicy:
     # Relaxation: accept evidence from the software-only attester. Never in production.
     allow_simulated_tee: bool = False
-    allowed_tees: frozenset[str] = frozenset({"sgx", "tdx"})
+    allowed_tees: frozenset[str] = frozenset({"sgx", "tdx", "sev-snp"})
     mrenclave: frozenset[bytes] = frozenset()
     mrsigner: frozenset[bytes] = frozenset()
     isv_prod_id: int | None = None
@@ -72,9 +80,19 @@ class AppraisalPolicy:
     require_identity: bool = True
     # PEM of the root to trust instead of the pinned Intel SGX Root CA (test hierarchies).
     root_ca_pem: bytes | None = None
+    snp_measurements: frozenset[bytes] = frozenset()
+    snp_allow_migration_agent: bool = False
+    snp_allow_smt: bool = True
+    snp_max_vmpl: int = 0
+    snp_min_tcb: TcbVersion | None = None
+    # PEM of an ARK to trust instead of AMD's pinned ones (test hierarchies).
+    snp_ark_pem: bytes | None = None
 
     def root_ca(self) -> x509.Certificate | None:
         return x509.load_pem_x509_certificate(self.root_ca_pem) if self.root_ca_pem else None
+
+    def snp_ark(self) -> x509.Certificate | None:
+        return x509.load_pem_x509_certificate(self.snp_ark_pem) if self.snp_ark_pem else None
 
     @classmethod
     def from_mapping(
@@ -84,16 +102,7 @@ class AppraisalPolicy:
             parsed = _PolicyFile.model_validate(dict(data))
         except ValidationError as exc:
             raise PolicyError(f"invalid attestation policy: {exc}") from None
-        root_ca_pem = None
-        if parsed.root_ca is not None:
-            path = Path(parsed.root_ca)
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            try:
-                root_ca_pem = path.read_bytes()
-                x509.load_pem_x509_certificate(root_ca_pem)
-            except (OSError, ValueError) as exc:
-                raise PolicyError(f"cannot load root_ca {path}: {exc}") from None
+        min_tcb = parsed.snp_min_tcb
         return cls(
             allow_simulated_tee=parsed.allow_simulated_tee,
             allowed_tees=frozenset(parsed.allowed_tees),
@@ -104,7 +113,13 @@ class AppraisalPolicy:
             mr_td=frozenset(parsed.mr_td),
             allow_debug=parsed.allow_debug,
             accepted_tcb_statuses=frozenset(parsed.accepted_tcb_statuses),
-            root_ca_pem=root_ca_pem,
+            root_ca_pem=_load_pem(parsed.root_ca, "root_ca", base_dir),
+            snp_measurements=frozenset(parsed.snp_measurement),
+            snp_allow_migration_agent=parsed.snp_allow_migration_agent,
+            snp_allow_smt=parsed.snp_allow_smt,
+            snp_max_vmpl=parsed.snp_max_vmpl,
+            snp_min_tcb=TcbVersion(**min_tcb.model_dump()) if min_tcb is not None else None,
+            snp_ark_pem=_load_pem(parsed.snp_ark, "snp_ark", base_dir),
         )
 
     @classmethod
@@ -117,6 +132,21 @@ class AppraisalPolicy:
         if not isinstance(table, dict):
             raise PolicyError(f"{path}: [attestation] must be a table")
         return cls.from_mapping(table, base_dir=path.parent)
+
+
+def _load_pem(name: str | None, key: str, base_dir: Path | None) -> bytes | None:
+    """A certificate file named by the policy (relative to the policy file), checked."""
+    if name is None:
+        return None
+    path = Path(name)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        pem = path.read_bytes()
+        x509.load_pem_x509_certificate(pem)
+    except (OSError, ValueError) as exc:
+        raise PolicyError(f"cannot load {key} {path}: {exc}") from None
+    return pem
 
 
 def _hex_list(size: int) -> object:
@@ -134,11 +164,21 @@ def _hex_list(size: int) -> object:
     return BeforeValidator(convert)
 
 
+class _MinTcb(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootloader: int = Field(default=0, ge=0, le=255)
+    tee: int = Field(default=0, ge=0, le=255)
+    snp: int = Field(default=0, ge=0, le=255)
+    microcode: int = Field(default=0, ge=0, le=255)
+    fmc: int | None = Field(default=None, ge=0, le=255)
+
+
 class _PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     allow_simulated_tee: bool = False
-    allowed_tees: list[str] = Field(default_factory=lambda: ["sgx", "tdx"])
+    allowed_tees: list[str] = Field(default_factory=lambda: ["sgx", "tdx", "sev-snp"])
     mrenclave: Annotated[list[bytes], _hex_list(32)] = Field(default_factory=list)
     mrsigner: Annotated[list[bytes], _hex_list(32)] = Field(default_factory=list)
     isv_prod_id: int | None = Field(default=None, ge=0, lt=1 << 16)
@@ -147,6 +187,12 @@ class _PolicyFile(BaseModel):
     allow_debug: bool = False
     accepted_tcb_statuses: list[str] = Field(default_factory=lambda: [UP_TO_DATE])
     root_ca: str | None = None
+    snp_measurement: Annotated[list[bytes], _hex_list(48)] = Field(default_factory=list)
+    snp_allow_migration_agent: bool = False
+    snp_allow_smt: bool = True
+    snp_max_vmpl: int = Field(default=0, ge=0, le=3)
+    snp_min_tcb: _MinTcb | None = None
+    snp_ark: str | None = None
 
 
 Measurements = dict[str, str | int | bool]
@@ -165,10 +211,22 @@ class Verdict:
     quote_version: int | None = None
     measurements: Measurements = field(default_factory=dict)
     report_data: bytes = b""
+    trailing_bytes: int = 0  # unsigned bytes after a quote's signature data, ignored
+    # When the evidence's collateral or certificates go stale, and when it was appraised:
+    # a verdict authorises nothing past `valid_until` (the agent re-attests before then).
+    valid_until: datetime | None = None
+    appraised_at: datetime | None = None
 
     @property
     def allows_escalation(self) -> bool:
         return self.status is not Status.CONTRAINDICATED
+
+    @property
+    def valid_for_s(self) -> float | None:
+        """Seconds from appraisal to `valid_until` (None: no end beyond the caller's TTL)."""
+        if self.valid_until is None or self.appraised_at is None:
+            return None
+        return (self.valid_until - self.appraised_at).total_seconds()
 
     def summary(self) -> str:
         if self.failures:
@@ -188,6 +246,8 @@ def appraise(
     """Appraise evidence; `expected_report_data` None skips the binding check (inspection)."""
     if isinstance(evidence, SimulatedEvidence):
         return _appraise_simulated(evidence, expected_report_data, policy)
+    if isinstance(evidence, SnpEvidence):
+        return _appraise_snp(evidence, expected_report_data, policy, now or datetime.now(UTC))
     return _appraise_dcap(evidence, expected_report_data, policy, now or datetime.now(UTC))
 
 
@@ -276,6 +336,9 @@ def _appraise_dcap(
         quote_version=result.quote_version,
         measurements=measurements,
         report_data=report_data,
+        trailing_bytes=result.trailing_bytes,
+        valid_until=result.valid_until,
+        appraised_at=now,
     )
 
 
@@ -341,3 +404,96 @@ def _sgx_identity(body: EnclaveReport, policy: AppraisalPolicy) -> list[Failure]
             Failure("isv_svn", f"ISV SVN {isv_svn} is below the minimum {policy.min_isv_svn}")
         )
     return failures
+
+
+def _appraise_snp(
+    evidence: SnpEvidence, expected: bytes | None, policy: AppraisalPolicy, now: datetime
+) -> Verdict:
+    failures: list[Failure] = []
+    relaxations: list[str] = []
+    result = verify_report(
+        evidence.report,
+        now=now,
+        vcek=evidence.vcek,
+        chain=evidence.cert_chain.encode() if evidence.cert_chain is not None else None,
+        crl=evidence.crl,
+        ark=policy.snp_ark(),
+    )
+    failures.extend(Failure(f.check, f.message) for f in result.failures)
+    crypto_ok = not failures
+    measurements: Measurements = {}
+    report_data = b""
+    if result.report is not None:
+        report = result.report
+        report_data = report.report_data
+        if "sev-snp" not in policy.allowed_tees:
+            failures.append(Failure("tee_type", "TEE sev-snp is not allowed by the policy"))
+        _appraise_snp_guest(report, policy, failures, relaxations)
+        tcb = result.reported_tcb
+        if (
+            policy.snp_min_tcb is not None
+            and tcb is not None
+            and not tcb.at_least(policy.snp_min_tcb)
+        ):
+            failures.append(
+                Failure(
+                    "min_tcb",
+                    f"reported TCB {tcb.as_dict()} is below {policy.snp_min_tcb.as_dict()}",
+                )
+            )
+        _check_binding(report_data, expected, failures)
+        measurements = {
+            "measurement": report.measurement.hex(),
+            "host_data": report.host_data.hex(),
+            "id_key_digest": report.id_key_digest.hex(),
+            "guest_svn": report.guest_svn,
+            "policy": f"0x{report.policy:x}",
+            "vmpl": report.vmpl,
+            "debug": report.debug,
+            "signing_key": result.signing_key,
+            "product": result.product.value if result.product else "unknown",
+        }
+        if tcb is not None:
+            measurements.update({f"reported_tcb.{k}": v for k, v in tcb.as_dict().items()})
+    return Verdict(
+        status=_status(failures, relaxations),
+        tee="sev-snp",
+        insecure=False,
+        failures=tuple(failures),
+        relaxations=tuple(relaxations),
+        crypto_ok=crypto_ok,
+        quote_version=result.report.version if result.report is not None else None,
+        measurements=measurements,
+        report_data=report_data,
+        valid_until=result.valid_until,
+        appraised_at=now,
+    )
+
+
+def _appraise_snp_guest(
+    report: SnpReport, policy: AppraisalPolicy, failures: list[Failure], relaxations: list[str]
+) -> None:
+    """Guest policy bits, VMPL and launch measurement of an SNP guest."""
+    if report.debug:
+        if policy.allow_debug:
+            relaxations.append("allow_debug")
+        else:
+            failures.append(Failure("debug", "the guest policy allows debugging (POLICY.DEBUG)"))
+    if report.migrate_ma:
+        if policy.snp_allow_migration_agent:
+            relaxations.append("snp_allow_migration_agent")
+        else:
+            failures.append(Failure("migration_agent", "the guest policy allows a migration agent"))
+    if not policy.snp_allow_smt and (report.smt_allowed or report.smt_enabled):
+        failures.append(Failure("smt", "SMT is allowed by the guest policy or enabled"))
+    if report.vmpl > policy.snp_max_vmpl:
+        failures.append(
+            Failure(
+                "vmpl", f"report from VMPL {report.vmpl}, policy allows <= {policy.snp_max_vmpl}"
+            )
+        )
+    if policy.snp_measurements:
+        if report.measurement not in policy.snp_measurements:
+            failures.append(Failure("measurement", "launch measurement is not in the allowlist"))
+    elif policy.require_identity:
+        failures.append(Failure("identity_policy", "the policy names no allowed SNP measurement"))

@@ -22,7 +22,13 @@ from cloud_hub.admin.routes import PREFIX as ADMIN_PREFIX
 from cloud_hub.admin.routes import admin_app
 from cloud_hub.advertise import AdvertiseSettings, HubAdvertiser
 from cloud_hub.attestation_desk import AttestationDesk, AttestationLimits
-from cloud_hub.attesters import Attester, CollateralRefresher, DcapAttester, make_attester
+from cloud_hub.attesters import (
+    Attester,
+    CollateralRefresher,
+    DcapAttester,
+    evidence_kind,
+    make_attester,
+)
 from cloud_hub.audits import AuditPolicy
 from cloud_hub.config import HubConfig
 from cloud_hub.device_reports import register_device_reports
@@ -101,7 +107,7 @@ def build_state(config: HubConfig, *, service_config: ServiceConfig | None = Non
     replicas = ReplicaRegistry(
         ReplicaTable(store.engine),
         identity,
-        tee="simulated" if config.allow_simulated_tee else "sgx-gramine",
+        tee=evidence_kind(attester),
         settings=ReplicaSettings(
             advertise_url=config.advertise_url,
             heartbeat_s=config.replica_heartbeat_s,
@@ -258,7 +264,7 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
     app[STATE] = state
     app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat])
     if advertise is not None:
-        tee = "dcap" if isinstance(state.attester, DcapAttester) else "simulated"
+        tee = evidence_kind(state.attester)
         app[ADVERTISER] = HubAdvertiser(advertise, tee=tee, key_id=state.identity.key_id)
         app.cleanup_ctx.append(_announce)
     app.router.add_get("/v1/health", handle_health)

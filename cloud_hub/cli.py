@@ -96,6 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         database_url=args.database_url,
         allow_simulated_tee=args.allow_simulated_tee,
+        tee=args.tee,
         attestation_dir=Path(args.attestation_dir),
         collateral_file=Path(args.collateral) if args.collateral else None,
         pccs_url=args.pccs_url,
@@ -408,6 +409,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--allow-simulated-tee",
         action="store_true",
         help="serve INSECURE simulated attestation evidence (development only)",
+    )
+    serve.add_argument(
+        "--tee",
+        choices=["auto", "sgx-gramine", "tdx", "sev-snp", "simulated"],
+        default="auto",
+        help="attester: Gramine SGX, TDX or SEV-SNP via configfs-tsm, or INSECURE simulated "
+        "(default auto: the first interface present)",
     )
     serve.add_argument(
         "--attestation-dir",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cloud_hub.store import sqlite_url
 
@@ -17,7 +18,10 @@ class HubConfig:
     database_url: str | None = None
     # Serve evidence from the software-only attester. INSECURE; development only.
     allow_simulated_tee: bool = False
-    # Gramine's attestation pseudo-files (a test may point this at a fake directory).
+    # Which attester: auto, sgx-gramine, tdx, sev-snp (configfs-tsm) or simulated (INSECURE).
+    tee: Literal["auto", "sgx-gramine", "tdx", "sev-snp", "simulated"] = "auto"
+    # The chosen TEE's attestation interface: Gramine's pseudo-files by default; for tdx and
+    # sev-snp, configfs-tsm's report directory when changed (a test may point it at a fake).
     attestation_dir: Path = Path("/dev/attestation")
     # Intel's collateral for this platform (PCCS JSON), passed on to agents with each quote.
     collateral_file: Path | None = None

@@ -179,8 +179,16 @@ class HubClient:
 
     @property
     def attested(self) -> AttestedHub | None:
+        """The attested hub while its appraisal holds: within the TTL and before the verdict's
+        collateral or certificates go stale (`valid_for_s`), whichever ends first."""
         hub = self._hub
-        if hub is not None and self._clock() - hub.attested_at > self._ttl:
+        if hub is None:
+            return None
+        lifetime = self._ttl
+        valid_for = hub.verdict.valid_for_s
+        if valid_for is not None:
+            lifetime = min(lifetime, valid_for)
+        if self._clock() - hub.attested_at > lifetime:
             return None
         return hub
 

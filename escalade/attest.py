@@ -1,4 +1,8 @@
-"""`escalade attest verify`: appraise a DCAP quote offline and print the verdict."""
+"""`escalade attest verify`: appraise a DCAP quote or an SEV-SNP report offline.
+
+The kind is detected from the bytes (raw or hex): a 1,184-byte version 2/3 report with the
+ECDSA P-384 algorithm is SNP, anything else is read as a DCAP quote (SGX or TDX).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,19 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict
 
-from attestation import AppraisalPolicy, DcapCollateral, DcapEvidence, Verdict, appraise
+from attestation import (
+    AppraisalPolicy,
+    DcapCollateral,
+    DcapEvidence,
+    Evidence,
+    SnpEvidence,
+    Verdict,
+    appraise,
+)
+from attestation.snp import looks_like_snp_report
 
 _HEX = set(string.hexdigits) | set(string.whitespace)
 
@@ -40,6 +54,7 @@ class VerdictReport(BaseModel):
     failures: list[str]
     failure_details: list[FailureReport]
     relaxations: list[str]
+    trailing_bytes: int
     now: str
 
     @classmethod
@@ -58,16 +73,21 @@ class VerdictReport(BaseModel):
                 FailureReport(check=f.check, message=f.message) for f in verdict.failures
             ],
             relaxations=list(verdict.relaxations),
+            trailing_bytes=verdict.trailing_bytes,
             now=now.isoformat(),
         )
 
 
-def read_quote(path: Path) -> bytes:
-    """A quote file, raw or hex-encoded."""
+def _read(path: Path, what: str) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
-        raise VerifyError(f"cannot read quote {path}: {exc}") from None
+        raise VerifyError(f"cannot read {what} {path}: {exc}") from None
+
+
+def read_quote(path: Path) -> bytes:
+    """A quote or report file, raw or hex-encoded."""
+    data = _read(path, "quote")
     text = data.decode("ascii", errors="replace")
     if data and all(c in _HEX for c in text):
         compact = "".join(text.split()).removeprefix("0x")
@@ -95,6 +115,23 @@ def parse_now(value: str | None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _snp_evidence(
+    report: bytes, vcek: Path | None, chain: Path | None, crl: Path | None
+) -> SnpEvidence:
+    chain_pem = None
+    if chain is not None:
+        try:
+            chain_pem = _read(chain, "certificate chain").decode("ascii")
+        except UnicodeDecodeError:
+            raise VerifyError(f"{chain} is not a PEM certificate chain") from None
+    return SnpEvidence(
+        report=report,
+        vcek=_read(vcek, "VCEK/VLEK") if vcek else None,
+        cert_chain=chain_pem,
+        crl=_read(crl, "CRL") if crl else None,
+    )
+
+
 def verify(
     *,
     quote: Path,
@@ -103,24 +140,39 @@ def verify(
     now: str | None,
     policy: Path | None,
     expect_report_data: str | None = None,
+    vcek: Path | None = None,
+    chain: Path | None = None,
+    crl: Path | None = None,
 ) -> VerdictReport:
     # Without a policy we inspect: every cryptographic and TCB check, no identity requirement.
     rules = AppraisalPolicy.load(policy) if policy else AppraisalPolicy(require_identity=False)
+    raw = read_quote(quote)
+    snp = looks_like_snp_report(raw)
     if root is not None:
+        # The root to trust instead of the pinned one: Intel's for DCAP, an ARK for SNP.
         try:
-            rules = replace(rules, root_ca_pem=root.read_bytes())
-            rules.root_ca()
+            pem = root.read_bytes()
+            x509.load_pem_x509_certificate(pem)
         except (OSError, ValueError) as exc:
             raise VerifyError(f"cannot load root CA {root}: {exc}") from None
+        rules = replace(rules, snp_ark_pem=pem) if snp else replace(rules, root_ca_pem=pem)
     expected = None
     if expect_report_data is not None:
         try:
             expected = bytes.fromhex(expect_report_data)
         except ValueError:
             raise VerifyError("--expect-report-data is not hex") from None
-    evidence = DcapEvidence(
-        quote=read_quote(quote), collateral=read_collateral(collateral) if collateral else None
-    )
+    evidence: Evidence
+    if snp:
+        if collateral is not None:
+            raise VerifyError("--collateral is DCAP collateral; an SNP report takes --vcek/--chain")
+        evidence = _snp_evidence(raw, vcek, chain, crl)
+    else:
+        if vcek is not None or chain is not None or crl is not None:
+            raise VerifyError("--vcek/--chain/--crl are for SEV-SNP reports, this is a DCAP quote")
+        evidence = DcapEvidence(
+            quote=raw, collateral=read_collateral(collateral) if collateral else None
+        )
     moment = parse_now(now)
     verdict = appraise(evidence, expected_report_data=expected, policy=rules, now=moment)
     return VerdictReport.from_verdict(verdict, moment)

@@ -122,6 +122,9 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
             now=args.now,
             policy=Path(args.policy) if args.policy else None,
             expect_report_data=args.expect_report_data,
+            vcek=Path(args.vcek) if args.vcek else None,
+            chain=Path(args.chain) if args.chain else None,
+            crl=Path(args.crl) if args.crl else None,
         )
     except (VerifyError, PolicyError) as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -224,6 +227,35 @@ def _layer_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_command", required=True
+    )
+    poisoning = bench.add_parser("poisoning", help="attacks on the hub's embedding checks")
+    poisoning.add_argument("--dataset", default="digits")
+    poisoning.add_argument("--models", default=None, help="bundle to attack (default: build)")
+    poisoning.add_argument("--seed", type=int, default=0)
+    poisoning.add_argument("--json", default=None, help="also write the figures as JSON here")
+    poisoning.set_defaults(func=cmd_bench_poisoning)
+    audits = bench.add_parser(
+        "audits", help="audits by re-encoding against attackers no statistic sees"
+    )
+    audits.add_argument("--models", default=None, help="model bundle (default: build digits)")
+    audits.add_argument("--devices", type=int, default=200, help="attacker and honest devices")
+    audits.add_argument("--messages", type=int, default=1000, help="messages per device")
+    audits.add_argument("--json", default=None, help="also write the report here")
+    audits.set_defaults(func=cmd_bench_audits)
+    cascade = bench.add_parser("cascade", help="routing policies: accuracy, escalation, cost")
+    cascade.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
+    cascade.add_argument("--seeds", type=int, default=3)
+    cascade.add_argument("--rtt-ms", type=float, default=40.0, help="network model: round trip")
+    cascade.add_argument("--uplink-mbps", type=float, default=10.0, help="network model: uplink")
+    cascade.add_argument("--hub-price", type=float, default=0.001, help="cost per escalation")
+    cascade.add_argument("--json", default=None, help="also write the figures as JSON here")
+    cascade.add_argument("--plot", default=None, help="accuracy vs escalation rate PNG")
+    cascade.set_defaults(func=cmd_bench_cascade)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="escalade", description="Escalade tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,40 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
-        dest="bench_command", required=True
-    )
-    poisoning = bench.add_parser("poisoning", help="attacks on the hub's embedding checks")
-    poisoning.add_argument("--dataset", default="digits")
-    poisoning.add_argument("--models", default=None, help="bundle to attack (default: build)")
-    poisoning.add_argument("--seed", type=int, default=0)
-    poisoning.add_argument("--json", default=None, help="also write the figures as JSON here")
-    poisoning.set_defaults(func=cmd_bench_poisoning)
-    audits = bench.add_parser(
-        "audits", help="audits by re-encoding against attackers no statistic sees"
-    )
-    audits.add_argument("--models", default=None, help="model bundle (default: build digits)")
-    audits.add_argument("--devices", type=int, default=200, help="attacker and honest devices")
-    audits.add_argument("--messages", type=int, default=1000, help="messages per device")
-    audits.add_argument("--json", default=None, help="also write the report here")
-    audits.set_defaults(func=cmd_bench_audits)
-    cascade = bench.add_parser("cascade", help="routing policies: accuracy, escalation, cost")
-    cascade.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
-    cascade.add_argument("--seeds", type=int, default=3)
-    cascade.add_argument("--rtt-ms", type=float, default=40.0, help="network model: round trip")
-    cascade.add_argument("--uplink-mbps", type=float, default=10.0, help="network model: uplink")
-    cascade.add_argument("--hub-price", type=float, default=0.001, help="cost per escalation")
-    cascade.add_argument("--json", default=None, help="also write the figures as JSON here")
-    cascade.add_argument("--plot", default=None, help="accuracy vs escalation rate PNG")
-    cascade.set_defaults(func=cmd_bench_cascade)
+    _add_bench(sub)
 
     attest = sub.add_parser("attest", help="remote attestation tools").add_subparsers(
         dest="attest_command", required=True
     )
-    verify = attest.add_parser("verify", help="appraise an Intel DCAP quote, offline")
-    verify.add_argument("--quote", required=True, help="quote file, raw or hex")
-    verify.add_argument("--collateral", default=None, help="collateral JSON (PCCS fields)")
-    verify.add_argument("--root", default=None, help="root CA PEM (default: pinned Intel root)")
+    verify = attest.add_parser(
+        "verify", help="appraise an Intel DCAP quote or AMD SEV-SNP report, offline"
+    )
+    verify.add_argument("--quote", required=True, help="quote or SNP report file, raw or hex")
+    verify.add_argument("--collateral", default=None, help="DCAP collateral JSON (PCCS fields)")
+    verify.add_argument("--vcek", default=None, help="SNP: the VCEK or VLEK certificate")
+    verify.add_argument("--chain", default=None, help="SNP: ASK/ASVK + ARK PEM (default: AMD's)")
+    verify.add_argument("--crl", default=None, help="SNP: AMD's CRL for the product")
+    verify.add_argument(
+        "--root", default=None, help="root PEM (default: pinned Intel root / AMD ARKs)"
+    )
     verify.add_argument("--now", default=None, help="ISO 8601 time to verify at (default: now)")
     verify.add_argument("--policy", default=None, help="appraisal policy TOML")
     verify.add_argument("--expect-report-data", default=None, help="hex REPORT_DATA to require")

@@ -98,11 +98,14 @@ def print_demo_report(report: DemoReport) -> None:
 def print_verdict(report: VerdictReport) -> None:
     out = Console()
     colour = {"affirming": "green", "warning": "yellow"}.get(report.status, "red")
-    out.print(f"[bold {colour}]{report.status}[/]  {report.tee} quote v{report.quote_version}")
+    kind = "report" if report.tee == "sev-snp" else "quote"
+    out.print(f"[bold {colour}]{report.status}[/]  {report.tee} {kind} v{report.quote_version}")
     out.print(f"cryptographic checks: {'passed' if report.crypto_ok else 'FAILED'}")
-    out.print(
-        f"TCB status: {report.tcb_status}  advisories: {', '.join(report.advisory_ids) or '-'}"
-    )
+    if report.tcb_status is not None:
+        advisories = ", ".join(report.advisory_ids) or "-"
+        out.print(f"TCB status: {report.tcb_status}  advisories: {advisories}")
+    if report.trailing_bytes:
+        out.print(f"  {report.trailing_bytes} unsigned trailing bytes ignored")
     for name, value in report.measurements.items():
         out.print(f"  {name}: {value}")
     out.print(f"  report_data: {report.report_data}")

@@ -342,7 +342,7 @@ def test_truncations_are_format_failures(name: str) -> None:
     raw = _quote_bytes(name)
     q = parse_quote(raw)
     sig_len = struct.unpack_from("<I", raw, len(q.signed_region))[0]
-    end = len(q.signed_region) + 4 + sig_len  # beyond this only zero padding remains
+    end = len(q.signed_region) + 4 + sig_len  # beyond this only ignored trailing bytes remain
     for length in range(end):
         verdict = verify_quote(raw[:length], now=NOW)
         assert _checks(verdict) == {"quote_format"}, length
@@ -373,10 +373,20 @@ def test_non_bytes_quote_is_a_format_failure() -> None:
     assert _checks(verdict) == {"quote_format"}
 
 
-def test_trailing_garbage_is_rejected_but_zero_padding_is_not() -> None:
-    raw = _quote_bytes("sgx_v3")
-    assert verify_quote(raw + b"\x00" * 16, now=NOW).crypto_ok
-    assert "quote_format" in _checks(verify_quote(raw + b"\x01", now=NOW))
+@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("extra", [b"", b"\x00" * 16, b"\x01", bytes(range(256)) * 4])
+def test_trailing_bytes_are_ignored_and_counted(name: str, extra: bytes) -> None:
+    raw = _quote_bytes(name)
+    base = verify_quote(raw, now=NOW, collateral=_collateral(name))
+    verdict = verify_quote(raw + extra, now=NOW, collateral=_collateral(name))
+    assert verdict.crypto_ok
+    assert verdict.trailing_bytes == base.trailing_bytes + len(extra)
+    assert verdict.tcb_status == base.tcb_status
+    # Never part of a signed or measured value.
+    assert verdict.quote is not None
+    assert base.quote is not None
+    assert verdict.quote.signed_region == base.quote.signed_region
+    assert verdict.quote.body == base.quote.body
 
 
 def test_unsupported_fields_are_named() -> None:

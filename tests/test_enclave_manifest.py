@@ -86,6 +86,21 @@ def is_trusted(path: str, roots: list[str]) -> bool:
     return any(path.startswith(root) if root.endswith("/") else path == root for root in roots)
 
 
+def enclave_view(env: dict[str, str], layout: EnclaveLayout, view: Path) -> dict[str, str]:
+    """The manifest's environment (Gramine passes no host variables), with each site-packages
+    directory on PYTHONPATH replaced by a directory holding only what the manifest mounts
+    from it, as the enclave sees it."""
+    if not layout.site_entries:
+        return env
+    view.mkdir()
+    for entry in layout.site_entries:
+        (view / entry.name).symlink_to(entry)
+    sites = {str(site) for site in layout.site_packages}
+    paths = env["PYTHONPATH"].split(":")
+    env["PYTHONPATH"] = ":".join(str(view) if path in sites else path for path in paths)
+    return env
+
+
 def test_production_dcap_enclave(manifest: dict[str, Any], layout: EnclaveLayout) -> None:
     sgx = manifest["sgx"]
     assert sgx["remote_attestation"] == "dcap"
@@ -103,7 +118,7 @@ def test_entrypoint_and_fixed_command_line(manifest: dict[str, Any], layout: Enc
     assert manifest["libos"]["entrypoint"] == interpreter
     argv = manifest["loader"]["argv"]
     assert argv == hub_argv(layout)
-    assert argv[:5] == [interpreter, "-s", "-m", "cloud_hub.cli", "serve"]
+    assert argv[:5] == [interpreter, "-S", "-m", "cloud_hub.cli", "serve"]
     # The hub's CLI accepts the arguments as rendered.
     args = build_parser().parse_args(argv[4:])
     assert args.command == "serve"
@@ -180,11 +195,11 @@ def test_every_file_the_hub_loads_is_trusted(
         "--ready",
     ]
     log = tmp_path / "hub.log"
-    # Exactly the manifest's environment, as in the enclave (Gramine passes no host variables).
+    env = enclave_view(dict(loader["env"]), layout, tmp_path / "site-view")
     with (
         log.open("wb") as stderr,
         subprocess.Popen(
-            command, env=dict(loader["env"]), stdout=subprocess.PIPE, stderr=stderr, cwd=tmp_path
+            command, env=env, stdout=subprocess.PIPE, stderr=stderr, cwd=tmp_path
         ) as hub,
     ):
         try:
@@ -210,7 +225,8 @@ def test_every_file_the_hub_loads_is_trusted(
     loaded = json.loads(dump.read_text())
     assert Path(loaded["prefix"]).resolve() == Path(sys.base_prefix).resolve()
     roots = trusted_roots(manifest)
-    modules = loaded["modules"]
+    # Through the view's symlinks, back to the host paths that the manifest trusts.
+    modules = [os.path.realpath(path) for path in loaded["modules"]]
     assert len(modules) > 100
     assert any(path.endswith("cloud_hub/escalation/service.py") for path in modules)
     assert any("/onnxruntime/" in path for path in modules)
@@ -261,3 +277,48 @@ def test_rejects_bad_layouts(layout: EnclaveLayout, change: dict[str, Any], mess
 def test_models_inside_the_sealed_state_are_rejected(layout: EnclaveLayout) -> None:
     with pytest.raises(ValueError, match="overlaps data_host_dir"):
         render_manifest(replace(layout, data_host_dir=layout.models_dir.parent))
+
+
+def test_render_works_from_the_installed_cli_outside_the_source_tree(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The editable install's packages are on no sys.path entry there; that used to exit 2."""
+    out = tmp_path / "hub.manifest.template"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud_hub.cli",
+            "enclave",
+            "render",
+            "--models",
+            str(bundle_dir),
+            "--data-dir",
+            str(tmp_path / "sealed"),
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tomllib.loads(out.read_text())["sgx"]["remote_attestation"] == "dcap"
+
+
+def test_only_the_hub_closure_is_trusted(manifest: dict[str, Any], layout: EnclaveLayout) -> None:
+    roots = trusted_roots(manifest)
+    names = {Path(root.rstrip("/")).name for root in roots}
+    assert {"numpy", "onnxruntime", "cryptography", "aiohttp", "pydantic", "sqlalchemy"} <= names
+    # Test and build tools in the same venv, and the interpreter's own site-packages, are not.
+    assert not names & {"pytest", "mypy", "ruff", "sklearn", "hypothesis", "site-packages"}
+    assert not any(root.rstrip("/") == str(site) for site in layout.site_packages for root in roots)
+    assert not any("/test/" in root for root in roots if root.startswith(str(layout.python_stdlib)))
+    files = sum(
+        sum(len(found) for _, _, found in os.walk(root)) if root.endswith("/") else 1
+        for root in roots
+    )
+    assert files < 20_000  # whole site-packages directories: 60,000 and more
+    assert manifest["loader"]["argv"][1] == "-S"

@@ -86,6 +86,7 @@ class PreparedCollateral:
     # PCK CA DER -> problem with the PCK CRL under that CA (None: fine). Quotes from one
     # platform family share their CA, so this is computed once per CA, not per quote.
     _pck_crl_problems: dict[bytes, str | None] = field(default_factory=dict, repr=False)
+    _valid_until: datetime | None = field(init=False, default=None, repr=False)
 
     def time_failures(self, now: datetime) -> list[CheckFailure]:
         """Freshness of TCB info, QE identity, both CRLs and the collateral signing chains."""
@@ -116,6 +117,22 @@ class PreparedCollateral:
             for p in certs.validity_problems(self.pck_crl_chain, now)
         )
         return out
+
+    def valid_until(self) -> datetime | None:
+        """When the first of these documents or signing certificates goes stale."""
+        return self._valid_until
+
+    def __post_init__(self) -> None:
+        ends = [doc.next_update for doc in (self.tcb_info, self.qe_identity) if doc is not None]
+        ends += [
+            crl.next_update_utc
+            for crl in (self.pck_crl, self.root_ca_crl)
+            if crl is not None and crl.next_update_utc is not None
+        ]
+        chains = (*self.tcb_info_chain, *self.qe_identity_chain, *self.pck_crl_chain)
+        ends += [cert.not_valid_after_utc for cert in chains]
+        # Frozen, and verification is hot: compute once (object.__setattr__ is the dataclass way).
+        object.__setattr__(self, "_valid_until", min(ends, default=None))
 
     def pck_crl_problem(self, pck_ca: x509.Certificate) -> str | None:
         """Whether the PCK CRL is issued and signed by `pck_ca` (the quote's PCK issuer)."""

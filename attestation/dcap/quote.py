@@ -209,6 +209,10 @@ class Quote:
     # The outermost certification data type: 5 in v3 quotes, 6 in v4/v5.
     certification_data_type: int
     pck_chain_pem: bytes
+    # Bytes after the signature data: covered by no signature and part of no measured value,
+    # so ignored (as dcap-qvl and go-tdx-guest do: quote buffers are often allocated
+    # generously); only their count is kept, for the verdict.
+    trailing_bytes: int = 0
 
 
 class _Reader:
@@ -250,6 +254,7 @@ def parse_quote(data: bytes) -> Quote:
     signed_region = data[: r.pos]
     sig = _parse_signature_data(data, r, header.version)
     return Quote(
+        trailing_bytes=sig.trailing_bytes,
         version=header.version,
         attestation_key_type=header.att_key_type,
         tee_type=header.tee_type,
@@ -290,6 +295,7 @@ class _SignatureData:
     qe_auth_data: bytes
     certification_data_type: int
     pck_chain_pem: bytes
+    trailing_bytes: int
 
 
 def _parse_header(r: _Reader) -> _Header:
@@ -341,10 +347,6 @@ def _parse_signature_data(data: bytes, r: _Reader, version: int) -> _SignatureDa
         raise QuoteFormatError(
             f"signature_data_len {sig_data_len} exceeds the {len(data) - r.pos} bytes left"
         )
-    # Quote buffers are often allocated generously and zero-filled (the TDX sample carries
-    # 70 such bytes); tolerate zeros, nothing else, after the signed-over structure.
-    if any(data[sig_end:]):
-        raise QuoteFormatError("non-zero bytes after the quote signature data")
     s = _Reader(data, r.pos, sig_end)
     signature = s.take(ECDSA_SIG_LEN, "quote signature")
     attestation_key = s.take(ATT_KEY_LEN, "attestation key")
@@ -371,7 +373,16 @@ def _parse_signature_data(data: bytes, r: _Reader, version: int) -> _SignatureDa
             f"signature_data_len {sig_data_len} disagrees with its contents "
             f"({s.pos - (sig_end - sig_data_len)} bytes)"
         )
-    return _SignatureData(signature, attestation_key, qe_raw, qe_sig, qe_auth, cert_type, chain)
+    return _SignatureData(
+        signature,
+        attestation_key,
+        qe_raw,
+        qe_sig,
+        qe_auth,
+        cert_type,
+        chain,
+        trailing_bytes=len(data) - sig_end,
+    )
 
 
 def _read_qe_section(r: _Reader) -> tuple[bytes, bytes, bytes, bytes]:

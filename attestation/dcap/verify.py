@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -32,6 +32,10 @@ class DcapVerdict:
     fmspc: str | None  # upper-case hex, from the PCK certificate
     failures: tuple[CheckFailure, ...]
     collateral_expired: bool
+    trailing_bytes: int = 0  # unsigned bytes after the signature data, ignored
+    # When this verdict goes stale: the first nextUpdate / notAfter of the collateral and the
+    # PCK chain. Appraisals must be redone by then (the agent re-attests).
+    valid_until: datetime | None = None
 
     @property
     def crypto_ok(self) -> bool:
@@ -87,9 +91,20 @@ def verify_quote(
             status, advisories = _evaluate_tcb(q, prepared, ext, failures)
     except Exception as exc:  # the no-raise contract outranks surfacing a bug as a crash
         failures.append(CheckFailure("verification_error", f"{type(exc).__name__}: {exc}"))
-    return _verdict(
+    ends = [c.not_valid_after_utc for c in _chain_or_empty(q)]
+    if prepared is not None and (collateral_end := prepared.valid_until()) is not None:
+        ends.append(collateral_end)
+    verdict = _verdict(
         q, q.tee_type, q.version, failures, status=status, advisories=advisories, ext=ext
     )
+    return replace(verdict, valid_until=min(ends, default=None))
+
+
+def _chain_or_empty(q: Quote) -> tuple[x509.Certificate, ...]:
+    try:
+        return _parse_chain_cached(q.pck_chain_pem)
+    except certs.ChainError:
+        return ()
 
 
 def _check_evidence(
@@ -147,6 +162,7 @@ def _verdict(
         fmspc=ext.fmspc.hex().upper() if ext is not None else None,
         failures=tuple(failures),
         collateral_expired=any(f.check in EXPIRY_CHECKS for f in failures),
+        trailing_bytes=q.trailing_bytes if q is not None else 0,
     )
 
 

@@ -25,9 +25,12 @@ import sys
 import sysconfig
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path, PurePosixPath
 from string import Template
 from typing import Any, Final
+
+from cloud_hub.enclave.closure import distribution_closure, trusted_entries
 
 TEMPLATE_NAME: Final = "cloud-hub.manifest.template"
 # Where the hub's state (SQLite database, device records) lives inside the enclave.
@@ -55,6 +58,21 @@ HUB_DEPENDENCIES: Final = (
     "pydantic",
     "sqlalchemy",
 )
+# Parts of the standard library directory the hub never imports: the interpreter's own
+# site-packages (tens of thousands of files, unreachable under -S), its test suite, the GUI
+# and 2to3 tools. Everything else in it is trusted.
+STDLIB_UNTRUSTED: Final = frozenset(
+    {
+        "site-packages",
+        "dist-packages",
+        "test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+    }
+)
 LOG_LEVELS: Final = frozenset({"none", "error", "warning", "debug", "trace", "all"})
 # Mounted by the manifest itself: the root, Gramine's runtime, the in-enclave tmpfs.
 _RESERVED_MOUNT_POINTS: Final = frozenset({Path("/"), Path("/lib"), Path("/tmp")})  # noqa: S108
@@ -73,8 +91,11 @@ class EnclaveLayout:
     python_lib_dirs: list[Path] = field(default_factory=list)  # lib-dynload when outside stdlib
     python_libraries: list[Path] = field(default_factory=list)  # libpython*.so, when shared
     system_lib_dirs: list[Path] = field(default_factory=list)  # /lib/<multiarch>, /usr/lib/...
-    site_packages: list[Path]  # on PYTHONPATH, trusted as a whole
-    hub_packages: list[Path] = field(default_factory=list)  # package dirs outside site_packages
+    site_packages: list[Path]  # on PYTHONPATH and mounted
+    # What inside site_packages is trusted: the hub's distribution closure (closure.py); empty
+    # trusts the site_packages directories whole.
+    site_entries: list[Path] = field(default_factory=list)
+    hub_packages: list[Path] = field(default_factory=list)  # the hub's package directories
     models_dir: Path  # the model bundle, trusted as a whole
     # Readable without a hash check (sgx.allowed_files): only for data that carries its own
     # signature, such as Intel's DCAP collateral, which expires and is refreshed without
@@ -133,6 +154,17 @@ def _import_root(module: str) -> tuple[Path, Path]:
     return located, max(containing, key=lambda entry: len(entry.parts))
 
 
+def _package_dir(module: str) -> Path:
+    """Where a package's files are, however it is found: an editable install's import hook
+    maps it to a source tree that is on no sys.path entry (the enclave puts its parent on
+    PYTHONPATH)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise LookupError(f"cannot find the installed module {module!r}")
+    origin = Path(spec.origin).resolve()
+    return origin.parent if spec.submodule_search_locations is not None else origin
+
+
 def _unique(paths: Iterable[Path]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
@@ -171,11 +203,11 @@ def current_layout(
         if path.is_dir()
     ]
     site_packages = _unique(_import_root(module)[1] for module in HUB_DEPENDENCIES)
-    hub_packages = [
-        package
-        for package in (_import_root(name)[0] for name in HUB_PACKAGES)
-        if not any(_is_under(package, site) for site in site_packages)
-    ]
+    hub_packages = [_package_dir(name) for name in HUB_PACKAGES]
+    try:
+        site_entries = trusted_entries(distribution_closure())
+    except PackageNotFoundError:  # run from a source tree without installing: trust it all
+        site_entries = []
     models = models_dir.expanduser().resolve()
     extra = list(extra_hub_args)
     allowed = []
@@ -190,6 +222,7 @@ def current_layout(
         python_libraries=libraries,
         system_lib_dirs=system_lib_dirs,
         site_packages=site_packages,
+        site_entries=site_entries,
         hub_packages=hub_packages,
         models_dir=models,
         allowed_files=allowed,
@@ -244,6 +277,7 @@ def _check_paths(layout: EnclaveLayout) -> None:
         "python_libraries": layout.python_libraries,
         "system_lib_dirs": layout.system_lib_dirs,
         "site_packages": layout.site_packages,
+        "site_entries": layout.site_entries,
         "hub_packages": layout.hub_packages,
         "models_dir": [layout.models_dir],
         "allowed_files": layout.allowed_files,
@@ -276,7 +310,10 @@ def _mounts(layout: EnclaveLayout) -> list[dict[str, str]]:
             layout.python_stdlib,
             *layout.python_lib_dirs,
             *layout.system_lib_dirs,
-            *layout.site_packages,
+            # Only the closure is mounted: an optional package installed beside it (aiohttp
+            # tries brotli) is then absent inside, an ImportError its importer handles,
+            # rather than present but untrusted, which fails the import with EACCES.
+            *(layout.site_entries or layout.site_packages),
             *layout.hub_packages,
             layout.models_dir,
             *layout.allowed_files,
@@ -303,14 +340,23 @@ def _mounts(layout: EnclaveLayout) -> list[dict[str, str]]:
     return mounts
 
 
+def _stdlib_entries(stdlib: Path) -> list[Path]:
+    if not stdlib.is_dir():
+        return [stdlib]
+    return sorted(path for path in stdlib.iterdir() if path.name not in STDLIB_UNTRUSTED)
+
+
 def _trusted(layout: EnclaveLayout) -> list[str]:
+    site = layout.site_entries or layout.site_packages
+    stdlib = _stdlib_entries(layout.python_stdlib)
     files = [layout.python_executable, *layout.python_libraries]
+    files += [path for path in (*site, *stdlib) if not path.is_dir()]
     dirs = _unique(
         [
-            layout.python_stdlib,
+            *(path for path in stdlib if path.is_dir()),
             *layout.python_lib_dirs,
             *layout.system_lib_dirs,
-            *layout.site_packages,
+            *(path for path in site if path.is_dir()),
             *layout.hub_packages,
             layout.models_dir,
         ]
@@ -358,8 +404,10 @@ def _inline_table(table: Mapping[str, str]) -> str:
 
 def hub_argv(layout: EnclaveLayout) -> list[str]:
     """The hub's command line inside the enclave (argv[0] included)."""
-    # -s: no user site-packages; everything comes from PYTHONPATH and PYTHONHOME.
-    return [str(layout.python_executable), "-s", "-m", "cloud_hub.cli", "serve", *layout.hub_args]
+    # -S: no site module at all (no user site-packages, no .pth hooks, no implicit
+    # site-packages); every import comes from PYTHONPATH and PYTHONHOME, and only trusted
+    # files there can be read.
+    return [str(layout.python_executable), "-S", "-m", "cloud_hub.cli", "serve", *layout.hub_args]
 
 
 def load_template() -> str:
