@@ -118,6 +118,9 @@ class AgentConfig(BaseModel):
     # IPv6 besides IPv4, and whether this agent announces itself (profile, enrollment state).
     discovery_interfaces: tuple[str, ...] = ()
     discovery_ipv6: bool = False
+    # Scale-out: how often the hub's signed replica list is fetched (its replicas join the
+    # pool, each attested before use); 0 uses only the configured or discovered hubs.
+    replica_refresh_s: float = Field(default=10.0, ge=0, le=3600)
     advertise: bool = True
     # How long `discover` and `enroll --hub auto` listen for hubs.
     discovery_timeout_s: float = Field(default=3.0, gt=0, le=300)

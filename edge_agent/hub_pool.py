@@ -211,6 +211,11 @@ class HubPool:
         ranked = self._ranked()
         return ranked[0] if ranked else self._fallback()
 
+    def preferred_client(self) -> HubClient | None:
+        """The client of the hub in use, else of the best candidate (None: no candidates)."""
+        entry = self._preferred()
+        return entry.client if entry is not None else None
+
     @property
     def current_url(self) -> str | None:
         """The hub in use (the last one escalated to or attested), else the best candidate."""

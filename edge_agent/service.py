@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.errors import HubUnavailable
 from edge_agent.hub_pool import HubPool
 from edge_agent.outbox import deliver_forever
+from edge_agent.replica_follow import follow_replicas
 
 if TYPE_CHECKING:
     from edge_agent.api import AgentState
@@ -112,6 +113,13 @@ async def run_background(state: AgentState) -> AsyncIterator[None]:
             )
         ),
     ]
+    period = state.config.replica_refresh_s
+    if isinstance(client, HubPool) and period > 0:
+        tasks.append(
+            asyncio.create_task(
+                _supervise("replicas", lambda: follow_replicas(client, period_s=period))
+            )
+        )
     audits = state.audits
     if audits is not None:
         tasks.append(asyncio.create_task(_supervise("audit-purge", audits.purge_forever)))

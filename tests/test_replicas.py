@@ -30,9 +30,10 @@ from cloud_hub.poisoning import Reputation, ReputationParams
 from cloud_hub.replicas import live_entries
 from cloud_hub.store import Store
 from cloud_hub.store.replicas import ReplicaRow, ReplicaTable
-from escalade.procs import module_command, run_step, service
+from escalade.demo import infer
+from escalade.procs import agent_command, module_command, run_step, service
 from escalade_protocol import envelope
-from escalade_protocol.artifacts import load_manifest
+from escalade_protocol.artifacts import load_manifest, verified_path
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import (
     Ed25519PrivateKey,
@@ -40,7 +41,7 @@ from escalade_protocol.keys import (
     load_x25519_public,
     public_bytes,
 )
-from escalade_protocol.messages import EnrollResponse, ErrorBody
+from escalade_protocol.messages import EnrollResponse, ErrorBody, InferResponse
 from escalade_protocol.replica_list import (
     ReplicaEntry,
     ReplicaList,
@@ -344,3 +345,82 @@ async def test_two_replicas_share_the_list_the_replay_check_and_quarantine(
     assert device is not None
     assert device.last_seen_at is not None
     assert device.last_seen_at > device.enrolled_at
+
+
+# --- a real agent across two replicas -----------------------------------------------------------
+
+
+def _answered(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('escalade_hub_escalations_total{outcome="answered"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def _hub_answered(http: aiohttp.ClientSession, url: str) -> float:
+    async with http.get(url + "/metrics") as response:
+        return _answered(await response.text())
+
+
+@pytest.mark.timeout(240)
+async def test_an_agent_spreads_over_the_listed_replicas_and_survives_losing_one(
+    database_url: str, bundle_dir: Path, tmp_path: Path
+) -> None:
+    Store.open(database_url, migrate=True).close()
+    manifest = load_manifest(bundle_dir)
+    with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
+        inputs = np.asarray(data["X"][:96], dtype=np.float32)
+    agent_dir = tmp_path / "agent"
+    config = tmp_path / "agent.toml"
+    config.write_text("replica_refresh_s = 0.3\nadvertise = false\n")
+    cmd_a = _hub(tmp_path / "a", bundle_dir, database_url)
+    cmd_b = _hub(tmp_path / "b", bundle_dir, database_url)
+    async with (
+        service("hub-a", cmd_a, log_dir=tmp_path) as hub_a,
+        service("hub-b", cmd_b, log_dir=tmp_path) as hub_b,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await run_step(
+            module_command(
+                "cloud_hub.cli", "tokens", "create", "--database-url", database_url, "--quiet"
+            ),
+            what="token",
+        )
+        await run_step(
+            module_command(
+                "edge_agent.cli", "enroll", "--hub", hub_a.url, f"--token={token.strip()}",
+                "--data-dir", str(agent_dir),
+            ),
+            what="enrolling the agent",
+        )  # fmt: skip
+        agent_argv = agent_command(
+            agent_dir, bundle_dir, "--allow-simulated-tee", "--config", str(config)
+        )
+        async with service("agent", agent_argv, log_dir=tmp_path) as agent:
+
+            async def burst(xs: np.ndarray) -> list[InferResponse]:
+                outcomes = await asyncio.gather(*(infer(http, agent.url, x, "hub") for x in xs))
+                return [o.response for o in outcomes]
+
+            # The agent knows only replica A; it learns B from A's signed list, attests it,
+            # and from then on balances over both.
+            async def b_in_use() -> bool:
+                await burst(inputs[:8])
+                return await _hub_answered(http, hub_b.url) > 0
+
+            await _until(b_in_use, timeout_s=30)
+            before = await _hub_answered(http, hub_a.url), await _hub_answered(http, hub_b.url)
+            spread = [r for i in range(0, 48, 8) for r in await burst(inputs[i : i + 8])]
+            after = await _hub_answered(http, hub_a.url), await _hub_answered(http, hub_b.url)
+            assert all(r.source == "hub" for r in spread), [r.reason for r in spread]
+            assert after[0] > before[0], (before, after)  # both replicas took a share
+            assert after[1] > before[1], (before, after)
+
+            # Replica A dies mid-run: every request is still answered by the hub (B).
+            assert hub_a.process.pid is not None
+            os.kill(hub_a.process.pid, signal.SIGKILL)
+            survived = [r for i in range(48, 96, 8) for r in await burst(inputs[i : i + 8])]
+            assert all(r.source == "hub" for r in survived), [
+                (r.reason, r.hub_error) for r in survived if r.source != "hub"
+            ]
+            assert await _hub_answered(http, hub_b.url) >= after[1] + len(survived)
