@@ -142,6 +142,11 @@ async def test_an_administrator_runs_a_device_and_the_hub_from_the_cli(hub: Hub)
     assert policy.json()["revision"] == 1
     bad = await hub.admin("policies", "set", "--decision-limit", "99")
     bad.one_line_error("ceiling")
+    audits = await hub.admin("policies", "set", "--audit-rate", "0.02", "--json")
+    assert audits.json()["policy"]["audit_rate"] == 0.02
+    assert audits.json()["policy"]["reject_score"] == 1.5  # the other fields stay
+    too_much = await hub.admin("policies", "set", "--audit-rate", "1.5")
+    too_much.one_line_error("audit_rate")
 
     listing = await hub.admin("tokens", "list")
     assert listing.returncode == 0
@@ -174,8 +179,8 @@ async def test_an_administrator_runs_a_device_and_the_hub_from_the_cli(hub: Hub)
         report = (await restarted.admin("audit", "verify", "--json")).json()
         assert report["ok"] is True
         # the admin token's creation, token_create, enroll, approve, quarantine, release,
-        # revoke, model_register, policy_update
-        assert report["entries"] == 9
+        # revoke, model_register, policy_update (twice: reject score, then audit rate)
+        assert report["entries"] == 10
 
 
 async def test_refusals_are_one_line_with_exit_2(hub: Hub) -> None:
@@ -205,4 +210,6 @@ async def test_refusals_are_one_line_with_exit_2(hub: Hub) -> None:
             "ESCALADE_ADMIN_TOKEN": hub.token_file.read_text().strip(),
         },
     )
-    assert ok.json() == {"items": [], "next_cursor": None}
+    # The hub registers itself at its first heartbeat (2 s after start): it or nothing yet.
+    assert ok.json()["next_cursor"] is None
+    assert {item["url"] for item in ok.json()["items"]} <= {hub.url}

@@ -293,6 +293,8 @@ def policies_set(args: argparse.Namespace, client: AdminClient) -> int:
         current["reject_score"] = args.reject_score
     if args.auto_approve is not None:
         current["auto_approve"] = args.auto_approve == "on"
+    if args.audit_rate is not None:
+        current["audit_rate"] = args.audit_rate
     for name in _REPUTATION_FLAGS:
         value = getattr(args, name)
         if value is not None:
@@ -495,6 +497,12 @@ def _add_models_and_policy(admin: Group, leaf: Leaf) -> None:
     setter.add_argument("--timestamp-window-ms", type=int, default=None)
     setter.add_argument("--reject-score", type=float, default=None)
     setter.add_argument("--auto-approve", choices=("on", "off"), default=None)
+    setter.add_argument(
+        "--audit-rate",
+        type=float,
+        default=None,
+        help="share of escalations audited by re-encoding, 0-1 (docs/provenance.md)",
+    )
     for name in _REPUTATION_FLAGS:
         kind = int if name == "hold" else float
         setter.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
