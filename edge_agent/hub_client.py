@@ -67,7 +67,12 @@ Clock = Callable[[], float]
 
 # Hub refusals that say "this device may not escalate": the hub is fine, the device is not.
 DEVICE_REFUSALS = frozenset(
-    {ErrorCode.UNKNOWN_DEVICE, ErrorCode.DEVICE_REVOKED, ErrorCode.DEVICE_QUARANTINED}
+    {
+        ErrorCode.UNKNOWN_DEVICE,
+        ErrorCode.DEVICE_PENDING,
+        ErrorCode.DEVICE_REVOKED,
+        ErrorCode.DEVICE_QUARANTINED,
+    }
 )
 
 

@@ -170,6 +170,12 @@ def test_revoked_device(hub: EscalationPipeline, store: Store) -> None:
     _assert_refused(hub, store, seal_for(hub, device), ErrorCode.DEVICE_REVOKED)
 
 
+def test_pending_device(hub: EscalationPipeline, store: Store) -> None:
+    device = Device(store)
+    assert store.set_device_status(device.device_id, "pending", reason="awaiting approval")
+    _assert_refused(hub, store, seal_for(hub, device), ErrorCode.DEVICE_PENDING)
+
+
 @pytest.mark.parametrize("skew_ms", [-61_000, 61_000, -(10**9)])
 def test_stale_timestamp(hub: EscalationPipeline, store: Store, skew_ms: int) -> None:
     device = Device(store)

@@ -209,6 +209,10 @@ def device_refusal(device: Device) -> ProtocolError | None:
             ErrorCode.DEVICE_QUARANTINED,
             f"device is quarantined ({device.status_reason}); an operator must release it",
         )
+    if device.status == "pending":
+        return ProtocolError(
+            ErrorCode.DEVICE_PENDING, "device is enrolled but waits for an administrator's approval"
+        )
     return ProtocolError(ErrorCode.DEVICE_REVOKED, f"device is {device.status}")
 
 
