@@ -188,11 +188,21 @@ def build_bundle(
     # The hub checks what it receives, so describe embeddings as they arrive: float16-rounded.
     # Fit on the training split, set thresholds on the calibration split (held back from the
     # fit), with the classes the hub predicts there, as its class tier will see them.
+    train_embedding = runner.embed(split.X_train)
+    # What the hub sees: the inputs the router escalates, from both splits (~10% of each).
+    hard = np.concatenate(
+        [
+            e[runner.edge_probabilities(e).max(axis=1) < router.threshold]
+            for e in (train_embedding, cal_embedding)
+        ]
+    )
     statistics = embedding_statistics(
-        wire_round(runner.embed(split.X_train)),
+        wire_round(train_embedding),
         split.y_train,
         threshold_embedding=wire_round(cal_embedding),
         threshold_labels=runner.hub_probabilities(cal_embedding).argmax(axis=1).astype(np.int64),
+        seed=seed,
+        hard_embedding=wire_round(hard) if len(hard) else None,
     )
     done()
 
