@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from attestation import PolicyError
 from escalade.console import (
@@ -33,13 +34,20 @@ def build_models(
     *,
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
+    encoder: Literal["pca", "mlp"] = "pca",
 ) -> None:
     from escalade.modelbuild import build_bundle
 
     started = time.perf_counter()
     with progress_bar() as step:
         manifest = build_bundle(
-            dataset, out, seed=seed, on_step=step, hub_hidden=hub_hidden, hub_epochs=hub_epochs
+            dataset,
+            out,
+            seed=seed,
+            on_step=step,
+            hub_hidden=hub_hidden,
+            hub_epochs=hub_epochs,
+            encoder_kind=encoder,
         )
     m = manifest.metrics
     console.print(
@@ -60,6 +68,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             args.seed,
             hub_hidden=args.hub_hidden,
             hub_epochs=args.hub_epochs,
+            encoder=args.encoder,
         )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -194,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hub hidden layer widths, e.g. 2048,2048 (a costlier hub; default: the recipe's)",
     )
     build.add_argument("--hub-epochs", type=_positive_int, default=None, help="hub training epochs")
+    build.add_argument(
+        "--encoder",
+        choices=("pca", "mlp"),
+        default="pca",
+        help="pca (linear, default) or mlp (private: narrow nonlinear, see docs/privacy.md)",
+    )
     build.set_defaults(func=cmd_models_build)
 
     demo = sub.add_parser("demo", help="run a hub and an agent on loopback and report figures")
