@@ -139,6 +139,24 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_privacy(args: argparse.Namespace) -> int:
+    from escalade.modelbuild import DatasetError
+    from escalade.privacy_bench import run_privacy_bench
+    from escalade.privacy_bench.table import markdown
+
+    try:
+        with progress_bar() as step:
+            report = run_privacy_bench(args.dataset or ["digits"], seed=args.seed, on_step=step)
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    print(markdown(report))
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
 def cmd_bench_cascade(args: argparse.Namespace) -> int:
     from escalade.cascade_bench import markdown, plot_curves, run_cascade_bench
     from escalade.modelbuild import DatasetError
@@ -226,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     poisoning.add_argument("--seed", type=int, default=0)
     poisoning.add_argument("--json", default=None, help="also write the figures as JSON here")
     poisoning.set_defaults(func=cmd_bench_poisoning)
+    privacy = bench.add_parser("privacy", help="what wire embeddings reveal about inputs")
+    privacy.add_argument(
+        "--dataset", action="append", help="repeatable (default: digits; also fashion-mnist)"
+    )
+    privacy.add_argument("--seed", type=int, default=0)
+    privacy.add_argument("--json", default=None, help="also write the figures as JSON here")
+    privacy.set_defaults(func=cmd_bench_privacy)
     cascade = bench.add_parser("cascade", help="routing policies: accuracy, escalation, cost")
     cascade.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
     cascade.add_argument("--seeds", type=int, default=3)
