@@ -36,7 +36,8 @@ def test_pseudo_inverse_rebuilds_pca_inputs_far_better_than_any_attack_on_the_ml
     assert inverse.relative_l2 * 2 < mlp.best_relative_l2
     assert mlp.best_ssim < pca.best_ssim
     assert d.error_ratio == pytest.approx(mlp.best_relative_l2 / pca.best_relative_l2, rel=1e-2)
-    assert mlp.wire_bytes == 20 and pca.wire_bytes == 64
+    assert mlp.wire_bytes == 20
+    assert pca.wire_bytes == 64
 
 
 def test_noise_costs_accuracy_and_buys_reconstruction_error(report: PrivacyReport) -> None:
