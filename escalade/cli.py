@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from attestation import PolicyError
 from escalade.bundle_notes import check_bundle, describe, hub_accuracy_warning
@@ -35,13 +36,20 @@ def build_models(
     *,
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
+    encoder: Literal["pca", "mlp"] = "pca",
 ) -> None:
     from escalade.modelbuild import build_bundle
 
     started = time.perf_counter()
     with progress_bar() as step:
         manifest = build_bundle(
-            dataset, out, seed=seed, on_step=step, hub_hidden=hub_hidden, hub_epochs=hub_epochs
+            dataset,
+            out,
+            seed=seed,
+            on_step=step,
+            hub_hidden=hub_hidden,
+            hub_epochs=hub_epochs,
+            encoder_kind=encoder,
         )
     m = manifest.metrics
     console.print(
@@ -65,6 +73,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             args.seed,
             hub_hidden=args.hub_hidden,
             hub_epochs=args.hub_epochs,
+            encoder=args.encoder,
         )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -182,6 +191,24 @@ def cmd_bench_audits(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_privacy(args: argparse.Namespace) -> int:
+    from escalade.modelbuild import DatasetError
+    from escalade.privacy_bench import run_privacy_bench
+    from escalade.privacy_bench.table import markdown
+
+    try:
+        with progress_bar() as step:
+            report = run_privacy_bench(args.dataset or ["digits"], seed=args.seed, on_step=step)
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    print(markdown(report))
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
 def cmd_bench_cascade(args: argparse.Namespace) -> int:
     from escalade.cascade_bench import markdown, plot_curves, run_cascade_bench
     from escalade.modelbuild import DatasetError
@@ -245,6 +272,13 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     audits.add_argument("--messages", type=int, default=1000, help="messages per device")
     audits.add_argument("--json", default=None, help="also write the report here")
     audits.set_defaults(func=cmd_bench_audits)
+    privacy = bench.add_parser("privacy", help="what wire embeddings reveal about inputs")
+    privacy.add_argument(
+        "--dataset", action="append", help="repeatable (default: digits; also fashion-mnist)"
+    )
+    privacy.add_argument("--seed", type=int, default=0)
+    privacy.add_argument("--json", default=None, help="also write the figures as JSON here")
+    privacy.set_defaults(func=cmd_bench_privacy)
     cascade = bench.add_parser("cascade", help="routing policies: accuracy, escalation, cost")
     cascade.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
     cascade.add_argument("--seeds", type=int, default=3)
@@ -275,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hub hidden layer widths, e.g. 2048,2048 (a costlier hub; default: the recipe's)",
     )
     build.add_argument("--hub-epochs", type=_positive_int, default=None, help="hub training epochs")
+    build.add_argument(
+        "--encoder",
+        choices=("pca", "mlp"),
+        default="pca",
+        help="pca (linear, default) or mlp (private: narrow nonlinear, see docs/privacy.md)",
+    )
     build.set_defaults(func=cmd_models_build)
 
     demo = sub.add_parser("demo", help="run a hub and an agent on loopback and report figures")

@@ -7,6 +7,7 @@ from the clean distribution by a patient attacker.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 F64 = NDArray[np.float64]
+log = logging.getLogger(__name__)
 
 
 class ReferenceStatsError(Exception):
@@ -29,6 +31,21 @@ _SCALARS = (
     "class_mahalanobis_high",
     "target_fpr",
 )
+# The reflection tier's discriminator (hidden layer, log-odds layer) and its edge: added later,
+# so a bundle built before it still loads, with the tier off (and a warning naming the fix).
+_REFLECTION = ("reflection_w0", "reflection_b0", "reflection_w1", "reflection_b1")
+REBUILD = "escalade models build --dataset DATASET --out DIR"
+
+
+@dataclass(frozen=True, eq=False)
+class Reflection:
+    """A one-hidden-layer MLP whose output is the log-odds that x is a sign-flipped embedding."""
+
+    w0: F64  # (d, h)
+    b0: F64  # (h,)
+    w1: F64  # (h,)
+    b1: float
+    high: float  # upper edge on the odds exp(log-odds), after conformal scaling
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +62,9 @@ class ReferenceStats:
     mahalanobis_high: float
     class_mahalanobis_high: float
     target_fpr: float
+    reflection: Reflection | None = None  # None: a bundle built before the reflection tier
+    # Mean of the embeddings routers escalate (the hub's traffic); None: an older bundle.
+    hard_mean: F64 | None = None
 
     @property
     def dim(self) -> int:
@@ -64,7 +84,8 @@ class ReferenceStats:
         missing = [k for k in (*_MATRICES, *_SCALARS) if k not in arrays]
         if missing:
             raise ReferenceStatsError(
-                f"{path} lacks {', '.join(missing)}: rebuild the bundle with this version"
+                f"{path} lacks {', '.join(missing)}: rebuild the bundle with this version "
+                f"({REBUILD})"
             )
         return cls.from_arrays(arrays)
 
@@ -73,6 +94,21 @@ class ReferenceStats:
         def scalar(key: str) -> float:
             return float(arrays[key].reshape(-1)[0])
 
+        reflection = None
+        if all(k in arrays for k in (*_REFLECTION, "reflection_high")):
+            reflection = Reflection(
+                w0=np.ascontiguousarray(arrays["reflection_w0"]),
+                b0=np.ascontiguousarray(arrays["reflection_b0"]),
+                w1=np.ascontiguousarray(arrays["reflection_w1"]),
+                b1=scalar("reflection_b1"),
+                high=scalar("reflection_high"),
+            )
+        else:
+            log.warning(
+                "reference statistics lack the reflection tier: sign-flipped embeddings will "
+                "pass; rebuild the bundle (%s)",
+                REBUILD,
+            )
         stats = cls(
             mean=np.ascontiguousarray(arrays["mean"]),
             precision=np.ascontiguousarray(arrays["precision"]),
@@ -84,6 +120,8 @@ class ReferenceStats:
             mahalanobis_high=scalar("mahalanobis_threshold"),
             class_mahalanobis_high=scalar("class_mahalanobis_high"),
             target_fpr=scalar("target_fpr"),
+            reflection=reflection,
+            hard_mean=np.ascontiguousarray(arrays["hard_mean"]) if "hard_mean" in arrays else None,
         )
         stats.validate()
         return stats
@@ -104,3 +142,12 @@ class ReferenceStats:
             and all(np.isfinite(edges))
         ):
             raise ReferenceStatsError("band edges are not ordered, positive and finite")
+        if self.hard_mean is not None and self.hard_mean.shape != (d,):
+            raise ReferenceStatsError("hard_mean disagrees with the dimension")
+        r = self.reflection
+        if r is not None:
+            h = r.b0.shape[0] if r.b0.ndim == 1 else -1
+            if r.w0.shape != (d, h) or r.w1.shape != (h,):
+                raise ReferenceStatsError(f"the reflection layers must be {d}xh, h and h")
+            if not (r.high > 0 and np.isfinite(r.high)):
+                raise ReferenceStatsError("the reflection edge is not positive and finite")

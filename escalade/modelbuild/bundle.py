@@ -21,15 +21,18 @@ from escalade.modelbuild.train import (
     BuildError,
     Classifier,
     Encoder,
+    EncoderKind,
     Recipe,
     Split,
     fit_encoder,
     fit_head,
     fit_hub,
+    fit_private_encoder,
     fit_temperature,
     recipe_for,
     split_dataset,
     wire_round,
+    with_encoder,
 )
 from escalade_protocol.artifacts import (
     MANIFEST_NAME,
@@ -72,7 +75,7 @@ def _check_exports(
     for model in models.values():
         onnx.checker.check_model(onnx.load_from_string(model), full_check=True)
     embedding = runner.embed(x)
-    reference = x.astype(np.float64) @ encoder.weight.astype(np.float64) + encoder.bias
+    reference = encoder.reference(x)
     errors = {
         ENCODER_FILE: float(np.abs(embedding - reference).max()),
         HEAD_FILE: float(
@@ -92,11 +95,23 @@ def _check_exports(
 def _fit_models(
     split: Split, recipe: Recipe, num_classes: int, seed: int, step: StepCallback
 ) -> tuple[Encoder, Classifier, Classifier]:
-    """Encoder (PCA), temperature-scaled edge head, and hub on float16-rounded embeddings."""
-    step("fitting encoder (PCA)", 0, 1)
-    encoder = fit_encoder(split.X_train, recipe.embedding_dim, seed)
+    """Encoder (PCA or the private MLP), temperature-scaled edge head, and hub on
+    float16-rounded embeddings."""
+    label = f"fitting encoder ({recipe.encoder.upper()})"
+    step(label, 0, 1)
+    if recipe.encoder == "mlp":
+        encoder = fit_private_encoder(
+            split.X_train,
+            split.y_train,
+            recipe.embedding_dim,
+            num_classes,
+            seed,
+            large=recipe.large,
+        )
+    else:
+        encoder = fit_encoder(split.X_train, recipe.embedding_dim, seed)
     train_embedding = encoder.embed(split.X_train)
-    step("fitting encoder (PCA)", 1, 1)
+    step(label, 1, 1)
 
     step("fitting edge head", 0, 1)
     head = fit_head(
@@ -128,13 +143,15 @@ def build_bundle(
     max_train: int | None = None,
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
+    encoder_kind: EncoderKind = "pca",
 ) -> ModelManifest:
     """Train encoder, edge head and hub on `dataset`, export them to ONNX and write a bundle.
 
     `dataset` is any name `load_dataset` accepts. `max_train` caps the training split (a
     stratified subset; for quick builds in tests). `hub_hidden` (and `hub_epochs`) replace the
     recipe's hub layers: a wider hub costs more per input, which is where the hub's dynamic
-    batching pays (bench/escalation.py --batching). Deterministic for a given seed and
+    batching pays (bench/escalation.py --batching). `encoder_kind`: "pca" (the default, linear) or
+    "mlp" (the private recipe, docs/privacy.md). Deterministic for a given seed and
     machine: the same inputs give byte-identical files.
     """
     step = on_step or _no_progress
@@ -149,7 +166,7 @@ def build_bundle(
 
     done = stage("splitting train / calibration / test")
     split = split_dataset(data, seed, max_train=max_train)
-    recipe = recipe_for(data)
+    recipe = with_encoder(recipe_for(data), encoder_kind, data.num_classes)
     if hub_hidden is not None:
         # The numpy trainer: scikit-learn's MLP in float64 is too slow for wide layers.
         recipe = replace(
@@ -160,7 +177,7 @@ def build_bundle(
     encoder, head, hub = _fit_models(split, recipe, data.num_classes, seed, step)
 
     embedding_dim = recipe.embedding_dim
-    model_id = f"{data.slug}-pca{embedding_dim}"
+    model_id = f"{data.slug}-{recipe.encoder}{embedding_dim}"
     done = stage("exporting ONNX")
     encoder_bytes = serialize(encoder_model(encoder, f"{model_id}-encoder"))
     head_kind = f"MLP {head.hidden}" if head.hidden else "logistic regression"
@@ -188,11 +205,21 @@ def build_bundle(
     # The hub checks what it receives, so describe embeddings as they arrive: float16-rounded.
     # Fit on the training split, set thresholds on the calibration split (held back from the
     # fit), with the classes the hub predicts there, as its class tier will see them.
+    train_embedding = runner.embed(split.X_train)
+    # What the hub sees: the inputs the router escalates, from both splits (~10% of each).
+    hard = np.concatenate(
+        [
+            e[runner.edge_probabilities(e).max(axis=1) < router.threshold]
+            for e in (train_embedding, cal_embedding)
+        ]
+    )
     statistics = embedding_statistics(
-        wire_round(runner.embed(split.X_train)),
+        wire_round(train_embedding),
         split.y_train,
         threshold_embedding=wire_round(cal_embedding),
         threshold_labels=runner.hub_probabilities(cal_embedding).argmax(axis=1).astype(np.int64),
+        seed=seed,
+        hard_embedding=wire_round(hard) if len(hard) else None,
     )
     done()
 

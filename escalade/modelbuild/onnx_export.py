@@ -48,16 +48,37 @@ def _model(graph: onnx.GraphProto, doc: str) -> onnx.ModelProto:
 
 
 def encoder_model(encoder: Encoder, name: str) -> onnx.ModelProto:
-    input_dim, embedding_dim = encoder.weight.shape
-    node, inits = _gemm("encoder", Dense(encoder.weight, encoder.bias), ENCODER_INPUT, EMBEDDING)
+    """input -> Gemm (-> Relu -> Gemm)* (-> Relu when `relu_out`) -> embedding."""
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    source = ENCODER_INPUT
+    last = len(encoder.layers) - 1
+    for i, layer in enumerate(encoder.layers):
+        relu = i < last or encoder.relu_out
+        # One layer keeps the name "encoder" (PCA bundles stay byte-identical).
+        prefix = "encoder" if last == 0 else f"encoder{i}"
+        target = EMBEDDING if i == last and not relu else f"{prefix}.linear"
+        node, layer_inits = _gemm(prefix, layer, source, target)
+        nodes.append(node)
+        inits.extend(layer_inits)
+        source = target
+        if relu:
+            out = EMBEDDING if i == last else f"{prefix}.relu"
+            nodes.append(helper.make_node("Relu", [source], [out], name=f"{prefix}.relu"))
+            source = out
     graph = helper.make_graph(
-        [node],
+        nodes,
         name,
-        [_value(ENCODER_INPUT, int(input_dim))],
-        [_value(EMBEDDING, int(embedding_dim))],
+        [_value(ENCODER_INPUT, int(encoder.layers[0].weight.shape[0]))],
+        [_value(EMBEDDING, int(encoder.layers[-1].weight.shape[1]))],
         initializer=inits,
     )
-    return _model(graph, "centring, PCA projection and scaling folded into one Gemm")
+    doc = (
+        "centring, PCA projection and scaling folded into one Gemm"
+        if encoder.linear
+        else "supervised ReLU encoder with a narrow bottleneck (the private recipe)"
+    )
+    return _model(graph, doc)
 
 
 def classifier_model(classifier: Classifier, name: str, doc: str) -> onnx.ModelProto:

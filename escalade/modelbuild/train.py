@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,7 +27,7 @@ from escalade.modelbuild.layers import (
     softmax,
     wire_round,
 )
-from escalade.modelbuild.mlp import TrainConfig, fit_mlp_classifier
+from escalade.modelbuild.mlp import Mlp, TrainConfig, fit_mlp_classifier
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,18 @@ __all__ = [
     "Classifier",
     "Dense",
     "Encoder",
+    "EncoderKind",
     "Recipe",
     "Split",
     "fit_encoder",
     "fit_head",
     "fit_hub",
+    "fit_private_encoder",
     "fit_temperature",
     "recipe_for",
     "split_dataset",
     "wire_round",
+    "with_encoder",
 ]
 
 I64 = NDArray[np.int64]
@@ -58,6 +62,16 @@ HUB_ALPHA = 0.1
 LARGE_DATASET = 20_000
 
 
+EncoderKind = Literal["pca", "mlp"]
+ENCODER_KINDS: tuple[EncoderKind, ...] = get_args(EncoderKind)
+# The private recipe (docs/privacy.md): a supervised ReLU encoder with a bottleneck as wide as
+# the number of classes. It keeps what the task needs and drops much of the rest, so a decoder
+# rebuilds inputs ~2.7x worse than a pseudo-inverse rebuilds them from PCA (digits).
+PRIVATE_HIDDEN = (256, 256)
+PRIVATE_TRAINING = TrainConfig(epochs=60, batch_size=64)
+PRIVATE_TRAINING_LARGE = TrainConfig(epochs=12, batch_size=128, decay_every=5)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """What to train; `head_hidden == ()` means a logistic-regression head."""
@@ -67,6 +81,14 @@ class Recipe:
     hub_hidden: tuple[int, ...]
     hub_epochs: int
     large: bool  # numpy trainer (Adam, float32) rather than scikit-learn
+    encoder: EncoderKind = "pca"
+
+
+def with_encoder(recipe: Recipe, kind: EncoderKind, num_classes: int) -> Recipe:
+    """The recipe with `kind`'s encoder: "mlp" narrows the embedding to `num_classes`."""
+    if kind == "pca":
+        return replace(recipe, encoder="pca")
+    return replace(recipe, encoder="mlp", embedding_dim=num_classes)
 
 
 SMALL = Recipe(embedding_dim=32, head_hidden=(), hub_hidden=(256, 256), hub_epochs=100, large=False)
@@ -136,14 +158,33 @@ def _softmax_logits(weight: NDArray[np.floating], bias: NDArray[np.floating]) ->
 
 @dataclass(frozen=True)
 class Encoder:
-    """embedding = input @ weight + bias: centring, PCA projection and one global scale."""
+    """Dense layers with ReLU after each (after the last too when `relu_out`).
 
-    weight: F32  # [D, E]
-    bias: F32  # [E]
-    explained_variance_ratio: float
+    PCA: one layer (centring, projection and one global scale) and no ReLU.
+    """
+
+    layers: tuple[Dense, ...]
+    relu_out: bool = False
+    explained_variance_ratio: float | None = None  # PCA only
+
+    @property
+    def linear(self) -> bool:
+        return len(self.layers) == 1 and not self.relu_out
+
+    def _forward(self, x: NDArray[np.floating], dtype: type[np.floating]) -> NDArray[np.floating]:
+        h = np.asarray(x, dtype)
+        for i, layer in enumerate(self.layers):
+            h = h @ layer.weight.astype(dtype) + layer.bias.astype(dtype)
+            if i < len(self.layers) - 1 or self.relu_out:
+                h = np.maximum(h, 0)
+        return h
 
     def embed(self, x: F32) -> F32:
-        return np.asarray(x @ self.weight + self.bias, dtype=np.float32)
+        return np.asarray(self._forward(x, np.float32), dtype=np.float32)
+
+    def reference(self, x: F32) -> NDArray[np.float64]:
+        """Forward pass in float64, to check the exported graph against."""
+        return np.asarray(self._forward(x, np.float64), dtype=np.float64)
 
 
 def fit_encoder(X: F32, dim: int, seed: int) -> Encoder:
@@ -161,10 +202,25 @@ def fit_encoder(X: F32, dim: int, seed: int) -> Encoder:
     weight = pca.components_.T / scale
     bias = -(pca.mean_ @ weight)
     return Encoder(
-        weight=np.ascontiguousarray(weight, np.float32),
-        bias=np.ascontiguousarray(bias, np.float32),
+        layers=(dense(weight, bias),),
         explained_variance_ratio=float(pca.explained_variance_ratio_.sum()),
     )
+
+
+def fit_private_encoder(
+    X: F32, y: I64, dim: int, num_classes: int, seed: int, *, large: bool = False
+) -> Encoder:
+    """Supervised: input -> ReLU layers -> a `dim`-wide ReLU bottleneck, trained through a
+    linear classifier on top that is then dropped (the edge head and hub are fitted anew)."""
+    shift = X.mean(axis=0).astype(np.float32)
+    scale = np.full(shift.shape, X.std(), dtype=np.float32)
+    z = np.ascontiguousarray((X - shift) / scale, dtype=np.float32)
+    sizes = [z.shape[1], *PRIVATE_HIDDEN, dim, num_classes]
+    model = Mlp(sizes, [True] * (len(PRIVATE_HIDDEN) + 1), seed)
+    model.fit(z, y, PRIVATE_TRAINING_LARGE if large else PRIVATE_TRAINING, seed=seed)
+    layers = [dense(w, b) for w, b in zip(model.weights[:-1], model.biases[:-1], strict=True)]
+    layers[0] = fold_input_affine(layers[0], shift, scale)
+    return Encoder(layers=tuple(layers), relu_out=True)
 
 
 def fit_head(

@@ -40,6 +40,8 @@ class BundleModels:
             )
 
         self._encoder = session(verified_path(bundle_dir, m.encoder))
+        self.encoder_path = verified_path(bundle_dir, m.encoder)
+        self._head = session(verified_path(bundle_dir, m.head))
         hub_path = verified_path(bundle_dir, m.hub)
         self._hub = session(hub_path)
         self.calibration = verified_path(bundle_dir, m.calibration)
@@ -63,6 +65,11 @@ class BundleModels:
         """Encoder output after the wire round trip."""
         (e,) = self._encoder.run([EMBEDDING], {ENCODER_INPUT: np.asarray(x, np.float32)})
         return wire(e)
+
+    def edge_probabilities(self, embedding: NDArray[np.floating]) -> F32:
+        """The device's own head, on the embedding before the wire (it never travels)."""
+        (p,) = self._head.run([PROBABILITIES], {EMBEDDING: np.asarray(embedding, np.float32)})
+        return np.asarray(p, np.float32)
 
     def predict(self, embedding: NDArray[np.floating]) -> NDArray[np.int64]:
         """The hub's answers (after the wire round trip)."""
