@@ -48,6 +48,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN_ORIGIN = "forbidden_origin"
     NOT_READY = "not_ready"
     OUT_OF_DOMAIN = "out_of_domain"
+    # Envelope v3: the HPKE suite the header names.
+    UNSUPPORTED_SUITE = "unsupported_suite"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -96,6 +98,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_READY: 503,
     # The input lies outside the model bundle's input domain (agent configured to refuse).
     ErrorCode.OUT_OF_DOMAIN: 422,
+    # The envelope names an HPKE suite this hub does not know or does not accept (below its
+    # minimum: a downgrade); re-attest to learn the offered suites.
+    ErrorCode.UNSUPPORTED_SUITE: 400,
 }
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem
 from enrollment import enroll_request
 from hubdb import migrated_data_dir
 
@@ -31,7 +33,7 @@ from cloud_hub.store import EscalationRecord, Store
 from escalade.procs import module_command, run_step
 from escalade_protocol import envelope
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.keys import Ed25519PrivateKey
+from escalade_protocol.keys import Ed25519PrivateKey, X25519PrivateKey
 from escalade_protocol.messages import (
     EnrollResponse,
     ErrorBody,
@@ -112,6 +114,34 @@ async def test_concurrent_copies_of_one_envelope_are_answered_once(hub: Hub) -> 
         if status == 409:
             assert ErrorBody.model_validate_json(raw).code is ErrorCode.REPLAYED_NONCE
     assert hub.state.service.store.counts().escalations == 1
+
+
+async def test_a_suite_the_hub_does_not_offer_is_refused_and_not_recorded(hub: Hub) -> None:
+    device_id, key = await enroll_device(hub)
+    m = hub.state.service.model.manifest
+    header = envelope.EnvelopeHeader(
+        device_id=device_id,
+        model_id=m.model_id,
+        model_version=m.model_version,
+        seq=1,
+        timestamp_ms=int(time.time() * 1000),
+        nonce=os.urandom(16),
+        hub_key_id=hub.state.identity.key_id,
+        suite=envelope.HpkeSuiteId.MLKEM768_X25519,
+    )
+    pq_key = hpke.MLKEM768X25519PrivateKey(
+        mlkem.MLKEM768PrivateKey.generate(), X25519PrivateKey.generate()
+    )
+    body = envelope.seal(
+        header,
+        Tensor.from_numpy(hub.embedding, m.wire_dtype),
+        device_key=key,
+        hub_key=pq_key.public_key(),
+    )
+    status, raw = await hub.post("/v1/escalate", body)
+    assert status == 400
+    assert ErrorBody.model_validate_json(raw).code is ErrorCode.UNSUPPORTED_SUITE
+    assert hub.state.service.store.counts().escalations == 0
 
 
 async def test_many_devices_in_flight_are_all_recorded(hub: Hub) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -68,7 +71,58 @@ def test_seal_open_round_trip(header: envelope.EnvelopeHeader, tensor: Tensor) -
     parsed = envelope.parse(sealed)
     assert parsed.header == header
     parsed.verify_signature(DEVICE_KEY.public_key())
-    assert parsed.open_payload(HUB_KEY) == tensor
+    assert parsed.open_payload(HUB_KEY) == envelope.EscalationPayload(tensor)
+
+
+@given(headers.map(lambda h: dataclasses.replace(h, suite=envelope.HpkeSuiteId.MLKEM768_X25519)))
+def test_header_round_trip_names_the_suite(header: envelope.EnvelopeHeader) -> None:
+    decoded = envelope.EnvelopeHeader.decode(header.encode())
+    assert decoded.suite is envelope.HpkeSuiteId.MLKEM768_X25519
+    assert decoded == header
+
+
+def test_an_unknown_suite_is_refused_with_its_code() -> None:
+    data = bytearray(make_header().encode())
+    data[-1] = 99  # the suite is the header's last byte
+    with pytest.raises(ProtocolError) as caught:
+        envelope.EnvelopeHeader.decode(bytes(data))
+    assert caught.value.code is ErrorCode.UNSUPPORTED_SUITE
+
+
+def test_local_probabilities_travel_sealed_with_the_embedding() -> None:
+    payload = envelope.EscalationPayload(
+        Tensor.from_numpy(np.linspace(-1, 1, 32, dtype=np.float32), "float16"),
+        Tensor.from_numpy(np.array([0.7, 0.2, 0.1], dtype=np.float32)),
+    )
+    sealed = envelope.seal(
+        make_header(), payload, device_key=DEVICE_KEY, hub_key=HUB_KEY.public_key()
+    )
+    assert payload.local_probs is not None
+    assert payload.local_probs.data not in sealed  # encrypted, not in the clear header
+    assert envelope.parse(sealed).open_payload(HUB_KEY) == payload
+
+
+def test_hybrid_post_quantum_suite_seals_and_opens() -> None:
+    hub_key = hpke.MLKEM768X25519PrivateKey(
+        mlkem.MLKEM768PrivateKey.generate(), X25519PrivateKey.generate()
+    )
+    header = make_header(suite=envelope.HpkeSuiteId.MLKEM768_X25519)
+    tensor = Tensor.from_numpy(np.ones(8, dtype=np.float32))
+    sealed = envelope.seal(header, tensor, device_key=DEVICE_KEY, hub_key=hub_key.public_key())
+    parsed = envelope.parse(sealed)
+    assert parsed.open_payload(hub_key).embedding == tensor
+    # A key of another suite is refused by code, not with a TypeError.
+    with pytest.raises(ProtocolError) as caught:
+        parsed.open_payload(HUB_KEY)
+    assert caught.value.code is ErrorCode.UNSUPPORTED_SUITE
+
+
+@pytest.mark.parametrize("flags", [2, 3, 255])
+def test_unknown_payload_flags_are_malformed(flags: int) -> None:
+    encoded = envelope.EscalationPayload(Tensor.from_numpy(np.ones(4, np.float32))).encode()
+    with pytest.raises(ProtocolError) as caught:
+        envelope.EscalationPayload.decode(bytes([flags]) + encoded[1:])
+    assert caught.value.code is ErrorCode.MALFORMED
 
 
 @given(headers, tensors, st.data())

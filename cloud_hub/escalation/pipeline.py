@@ -131,7 +131,13 @@ class EscalationPipeline:
             raise refusal
         sealed = inspected.sealed
         sealed.verify_signature(verify_key or load_ed25519_public(device.public_key))
-        return self._validated_embedding(sealed.open_payload(self.identity.encryption_key))
+        if sealed.header.suite is not envelope.HpkeSuiteId.X25519:
+            # The only suite this hub offers in its attested key bundle.
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_SUITE, f"HPKE suite {sealed.header.suite.name} is not offered"
+            )
+        payload = sealed.open_payload(self.identity.encryption_key)
+        return self._validated_embedding(payload.embedding)
 
     def conclude(self, inspected: Inspected, embedding: F32, probabilities: F32) -> Concluded:
         """Run the poisoning checks (after the model: the class tier needs its prediction)."""
