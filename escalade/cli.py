@@ -78,6 +78,10 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
         return 2
+    if args.sign_key:
+        from escalade.bundle_cli import sign_built
+
+        sign_built(Path(args.out).expanduser(), Path(args.sign_key).expanduser())
     return 0
 
 
@@ -315,7 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="pca",
         help="pca (linear, default) or mlp (private: narrow nonlinear, see docs/privacy.md)",
     )
+    build.add_argument(
+        "--sign-key", default=None, help="release key to sign the bundle with (models keygen)"
+    )
     build.set_defaults(func=cmd_models_build)
+    from escalade.bundle_cli import add_bundle_commands
+
+    add_bundle_commands(models)
 
     demo = sub.add_parser("demo", help="run a hub and an agent on loopback and report figures")
     demo.add_argument("--models", default=None, help="bundle directory (built if missing)")

@@ -50,6 +50,14 @@ class ErrorCode(StrEnum):
     OUT_OF_DOMAIN = "out_of_domain"
     # Envelope v3: the HPKE suite the header names.
     UNSUPPORTED_SUITE = "unsupported_suite"
+    # Signed model bundles (escalade_protocol/bundles) and their rollout.
+    BUNDLE_MALFORMED = "bundle_malformed"
+    BUNDLE_UNSIGNED = "bundle_unsigned"
+    BUNDLE_UNTRUSTED_KEY = "bundle_untrusted_key"
+    BUNDLE_SIGNATURE_INVALID = "bundle_signature_invalid"
+    BUNDLE_DIGEST_MISMATCH = "bundle_digest_mismatch"
+    BUNDLE_INCOMPATIBLE = "bundle_incompatible"
+    BUNDLE_WARMUP_FAILED = "bundle_warmup_failed"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -101,6 +109,17 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     # The envelope names an HPKE suite this hub does not know or does not accept (below its
     # minimum: a downgrade); re-attest to learn the offered suites.
     ErrorCode.UNSUPPORTED_SUITE: 400,
+    # A bundle refused by its checks: nothing of it is kept. Unsigned, signed by a key that is
+    # not pinned (`release_keys`), a signature that does not verify, a file or name whose
+    # digest differs; incompatible: another input or class count than the running bundle.
+    ErrorCode.BUNDLE_MALFORMED: 422,
+    ErrorCode.BUNDLE_UNSIGNED: 422,
+    ErrorCode.BUNDLE_UNTRUSTED_KEY: 422,
+    ErrorCode.BUNDLE_SIGNATURE_INVALID: 422,
+    ErrorCode.BUNDLE_DIGEST_MISMATCH: 422,
+    ErrorCode.BUNDLE_INCOMPATIBLE: 422,
+    # The agent's health checks of a new bundle failed (load, warm-up or its first answers).
+    ErrorCode.BUNDLE_WARMUP_FAILED: 422,
 }
 
 
