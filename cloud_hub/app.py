@@ -39,9 +39,13 @@ from cloud_hub.escalation.supervisor import Supervisor
 from cloud_hub.identity import HubIdentity
 from cloud_hub.metrics import CONTENT_TYPE_LATEST, HubMetrics
 from cloud_hub.replicas import ReplicaRegistry, ReplicaSettings
+from cloud_hub.rollouts.desk import RolloutDesk
+from cloud_hub.rollouts.routes import add_bundle_routes
+from cloud_hub.rollouts.shelf import BundleShelf
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Store
 from cloud_hub.store.replicas import ReplicaTable
+from escalade_protocol.bundles import parse_release_keys
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import (
     error_middleware,
@@ -273,8 +277,17 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
     app.router.add_post("/v1/enroll", handle_enroll)
     app.router.add_post("/v1/escalate", handle_escalate)
     app.router.add_post("/v1/replicas", handle_replicas)
-    register_device_reports(
-        app, state.service.store, state.identity, on_reveal=state.service.reveal
+    # Signed bundles and their rollouts (docs/models.md).
+    shelf = BundleShelf(
+        state.config.data_dir / "bundles", parse_release_keys(state.config.release_keys)
     )
-    app.add_subapp(ADMIN_PREFIX, admin_app(state.service))
+    add_bundle_routes(app, shelf)
+    register_device_reports(
+        app,
+        state.service.store,
+        state.identity,
+        on_reveal=state.service.reveal,
+        rollouts=RolloutDesk(state.service.store.engine),
+    )
+    app.add_subapp(ADMIN_PREFIX, admin_app(state.service, shelf=shelf))
     return app

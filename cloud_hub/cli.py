@@ -109,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         replica_heartbeat_s=args.replica_heartbeat_s,
         # A replica is gone after five missed heartbeats.
         replica_liveness_s=5 * args.replica_heartbeat_s,
+        release_keys=tuple(args.release_key or ()),
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -478,6 +479,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "database only it can reach: the enclave's sealed one)",
     )
     serve.add_argument("--ready", action="store_true", help="print 'READY <url>' when listening")
+    serve.add_argument(
+        "--release-key",
+        action="append",
+        default=None,
+        help="pinned bundle release public key, hex or .pub file (repeatable; docs/models.md)",
+    )
     serve.add_argument(
         "--no-advertise", action="store_true", help="do not announce the hub on the LAN (mDNS)"
     )

@@ -50,6 +50,9 @@ class HubConfig:
     replica_liveness_s: float = 10.0
     # Print "READY <url>" on stdout once listening, for supervisors and tests.
     announce_ready: bool = False
+    # Pinned release public keys (64 hex digits or .pub files): uploaded bundles must be signed
+    # by one of them. Empty: unsigned bundles are accepted, with a warning (docs/models.md).
+    release_keys: tuple[str, ...] = ()
 
     @property
     def effective_database_url(self) -> str:

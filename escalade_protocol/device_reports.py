@@ -9,6 +9,12 @@ big-endian, the project's canonical codec, so equal reports encode to equal byte
       item: u8 kind | u32 len | item bytes
     ack:    "ESA1" | u32 len | body | 64-byte Ed25519 signature by the hub's answer key
       body: u8 version | hub key id | report digest (SHA-256 of the whole report) | u32 n | ids
+            | v2 only: u8 assigned | 32-byte bundle digest (zeros when not assigned)
+
+Version 2 (a report sent as version 2, answered by an ack of version 2) adds the bundle the
+hub's rollouts assign to the device (none: the bundle it was installed with), and the
+`ModelStatus` item through which the device says which bundle it runs. The hub answers each
+report in the report's version, so a version-1 device never sees a field it cannot read.
 
 Signatures are over a domain-separated encoding (`REPORT_DOMAIN`, `ACK_DOMAIN`), so neither can
 be replayed as an envelope or an answer. The ack names the report it answers by digest and lists
@@ -33,6 +39,10 @@ from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import HUB_KEY_ID_SIZE, Ed25519PrivateKey, Ed25519PublicKey
 
 REPORT_VERSION: Final = 1
+# Reports and acks carrying bundle assignments (`ModelStatus`, `ReportAck.assigned`).
+ASSIGNMENT_VERSION: Final = 2
+VERSIONS: Final = frozenset({REPORT_VERSION, ASSIGNMENT_VERSION})
+NO_DIGEST: Final = bytes(32)
 REPORT_MAGIC: Final = b"ESR1"
 ACK_MAGIC: Final = b"ESA1"
 REPORT_DOMAIN: Final = b"escalade/v1/device-report\x00"
@@ -50,6 +60,8 @@ class ReportKind(IntEnum):
     OUTCOME = 1
     # The input and salt of an audited escalation, sealed to the hub (`provenance`).
     AUDIT_REVEAL = 2
+    # Which bundle the device runs, and what became of the one assigned to it (version 2).
+    MODEL_STATUS = 3
 
 
 class OutcomePath(IntEnum):
@@ -158,10 +170,71 @@ class AuditReveal:
         return item
 
 
-ReportItem = OutcomeRecord | AuditReveal
+class BundleState(IntEnum):
+    """What the device did with the bundle assigned to it."""
+
+    # Runs its assignment (or, unassigned, the bundle it was installed with).
+    CURRENT = 0
+    # Downloading, checking or warming up the assigned bundle.
+    PENDING = 1
+    # Loaded it, but warm-up or its first answers failed: back on the previous bundle.
+    ROLLED_BACK = 2
+    # Refused it before loading (signature, digest, incompatible shapes).
+    REFUSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """The bundle a device runs (digest), and the state of the one assigned (`target`)."""
+
+    record_id: uuid.UUID
+    at_ms: int
+    model_id: str
+    model_version: int
+    bundle_digest: bytes
+    state: BundleState
+    target_digest: bytes = NO_DIGEST
+    # The ErrorCode value of a refusal or rollback, with a short detail.
+    code: str = ""
+    detail: str = ""
+
+    KIND = ReportKind.MODEL_STATUS
+
+    def encode(self) -> bytes:
+        return (
+            Writer()
+            .fixed(self.record_id.bytes, 16)
+            .u64(self.at_ms)
+            .text(self.model_id)
+            .u32(self.model_version)
+            .fixed(self.bundle_digest, 32)
+            .u8(self.state)
+            .fixed(self.target_digest, 32)
+            .text(self.code)
+            .text(self.detail[:200])
+            .getvalue()
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ModelStatus:
+        r = Reader(data)
+        record_id = uuid.UUID(bytes=r.fixed(16))
+        at_ms, model_id, model_version = r.u64(), r.text(), r.u32()
+        digest = r.fixed(32)
+        try:
+            state = BundleState(r.u8())
+        except ValueError:
+            raise ProtocolError(ErrorCode.MALFORMED, "unknown bundle state") from None
+        target, code, detail = r.fixed(32), r.text(), r.text()
+        r.finish()
+        return cls(record_id, at_ms, model_id, model_version, digest, state, target, code, detail)
+
+
+ReportItem = OutcomeRecord | AuditReveal | ModelStatus
 _DECODERS: dict[ReportKind, Callable[[bytes], ReportItem]] = {
     ReportKind.OUTCOME: OutcomeRecord.decode,
     ReportKind.AUDIT_REVEAL: AuditReveal.decode,
+    ReportKind.MODEL_STATUS: ModelStatus.decode,
 }
 
 
@@ -222,7 +295,7 @@ def read_report(data: bytes) -> SignedReport:
     r.finish()
     b = Reader(body)
     version = b.u8()
-    if version != REPORT_VERSION:
+    if version not in VERSIONS:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"report version {version}")
     device_id = uuid.UUID(bytes=b.fixed(16))
     sent_at_ms, nonce, key_id = b.u64(), b.fixed(NONCE_SIZE), b.fixed(HUB_KEY_ID_SIZE)
@@ -238,6 +311,8 @@ def read_report(data: bytes) -> SignedReport:
             raise ProtocolError(ErrorCode.MALFORMED, f"unknown report item kind {tag}") from None
         items.append(decode(b.long_bytes()))
     b.finish()
+    if version == REPORT_VERSION and any(isinstance(i, ModelStatus) for i in items):
+        raise ProtocolError(ErrorCode.MALFORMED, "model status items need report version 2")
     report = DeviceReport(device_id, sent_at_ms, nonce, key_id, tuple(items), version)
     return SignedReport(report, body, signature, hashlib.sha256(data).digest())
 
@@ -248,6 +323,8 @@ class ReportAck:
     report_digest: bytes
     known: tuple[uuid.UUID, ...]
     version: int = REPORT_VERSION
+    # Version 2: the bundle digest the hub's rollouts assign (None: the installed bundle).
+    assigned: bytes | None = None
 
     def _body(self) -> bytes:
         w = (
@@ -259,6 +336,10 @@ class ReportAck:
         )
         for record_id in self.known:
             w.fixed(record_id.bytes, 16)
+        if self.version >= ASSIGNMENT_VERSION:
+            w.u8(self.assigned is not None).fixed(self.assigned or NO_DIGEST, 32)
+        elif self.assigned is not None:
+            raise ValueError("an ack of version 1 carries no assignment")
         return w.getvalue()
 
     def sign(self, key: Ed25519PrivateKey) -> bytes:
@@ -286,7 +367,7 @@ def verify_ack(data: bytes, key: Ed25519PublicKey, *, report: bytes) -> ReportAc
         raise ProtocolError(ErrorCode.BAD_SIGNATURE, "device report ack signature") from None
     b = Reader(body)
     version = b.u8()
-    if version != REPORT_VERSION:
+    if version not in VERSIONS:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"ack version {version}")
     key_id, digest, count = b.fixed(HUB_KEY_ID_SIZE), b.fixed(32), b.u32()
     if digest != hashlib.sha256(report).digest():
@@ -294,5 +375,11 @@ def verify_ack(data: bytes, key: Ed25519PublicKey, *, report: bytes) -> ReportAc
     if count > MAX_ITEMS:
         raise ProtocolError(ErrorCode.MALFORMED, "ack lists too many ids")
     known = tuple(uuid.UUID(bytes=b.fixed(16)) for _ in range(count))
+    assigned = None
+    if version >= ASSIGNMENT_VERSION:
+        flag, named = b.u8(), b.fixed(32)
+        if flag > 1:
+            raise ProtocolError(ErrorCode.MALFORMED, "ack assignment flag")
+        assigned = named if flag else None
     b.finish()
-    return ReportAck(key_id, digest, known, version)
+    return ReportAck(key_id, digest, known, version, assigned)

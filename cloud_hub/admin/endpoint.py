@@ -37,6 +37,8 @@ class Endpoint:
     errors: tuple[int, ...] = field(default=(400, 401, 403))
     # PUT replaces a whole document: its body is required.
     body_required: bool = False
+    # A body that is not JSON (a bundle upload): its media type, read by the handler itself.
+    raw_body: str | None = None
 
     @property
     def scope(self) -> Scope:

@@ -23,6 +23,8 @@ _DESCRIPTIONS = {
     403: "The token lacks the scope",
     404: "No such object",
     409: "The change does not apply to the object as it is",
+    413: "The body is too large",
+    422: "The bundle was refused by its checks (the code says which)",
 }
 Mode = Literal["validation", "serialization"]
 
@@ -83,6 +85,11 @@ def _document(endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
             operation["requestBody"] = {
                 "required": False,
                 "content": {"application/json": {"schema": ref(e.body, "validation")}},
+            }
+        if e.raw_body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {e.raw_body: {"schema": {"type": "string", "format": "binary"}}},
             }
         paths.setdefault(PREFIX + e.path, {})[e.method.lower()] = operation
     return {

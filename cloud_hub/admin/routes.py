@@ -37,9 +37,11 @@ from cloud_hub.admin.models import (
     TokenOut,
 )
 from cloud_hub.admin.queries import AuditQuery, DeviceQuery, NoQuery
+from cloud_hub.admin.rollouts import BUNDLE_SHELF, ROLLOUT_ENDPOINTS
 from cloud_hub.admin.tokens import Scope, authenticate
 from cloud_hub.enrollment import token_hash
 from cloud_hub.escalation import EscalationService
+from cloud_hub.rollouts.shelf import BundleShelf
 from cloud_hub.store.policies import load_policy
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import error_response, json_response
@@ -210,6 +212,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/audit/verify", "Check the audit log's hash chain", verify_audit,
              ChainReport),
     *FLEET_ENDPOINTS,
+    *ROLLOUT_ENDPOINTS,
 )  # fmt: skip
 
 
@@ -260,10 +263,12 @@ async def _not_found(request: web.Request) -> web.Response:
     raise ProtocolError(ErrorCode.NOT_FOUND, "no such admin endpoint")
 
 
-def admin_app(service: EscalationService) -> web.Application:
+def admin_app(service: EscalationService, *, shelf: BundleShelf | None = None) -> web.Application:
     """The /admin/v1 sub-application (the hub's error middleware applies to it too)."""
     app = web.Application()
     app[ADMIN_SERVICE] = service
+    if shelf is not None:
+        app[BUNDLE_SHELF] = shelf
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, _route(endpoint))
     app.router.add_get("/openapi.json", _openapi)

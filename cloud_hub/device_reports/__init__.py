@@ -6,6 +6,8 @@ device's enrolled key (the device must be active), that it names this hub's atte
 stores each item once, deduplicated by (device, record id). It answers with an ack signed by its
 answer-signing key that lists every id of the report it now holds (stored now or before), so the
 device can delete exactly those. Reports are idempotent, so a replayed report changes nothing.
+A version-2 report may carry `ModelStatus` items (the bundle the device runs, recorded by the
+`RolloutDesk`), and its ack names the bundle the rollouts assign the device.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from sqlalchemy import Engine
 from cloud_hub.device_reports.queries import count_outcomes, store_outcomes
 from cloud_hub.escalation.pipeline import device_refusal
 from cloud_hub.identity import HubIdentity
+from cloud_hub.rollouts.desk import RolloutDesk
 from cloud_hub.store import Device, Store
 from escalade_protocol.device_reports import (
     ACK_CONTENT_TYPE,
+    ASSIGNMENT_VERSION,
     AuditReveal,
+    ModelStatus,
     OutcomeRecord,
     ReportAck,
     read_report,
@@ -49,6 +54,7 @@ def add_device_report_routes(
     identity: HubIdentity,
     get_device: GetDevice,
     on_reveal: OnReveal | None = None,
+    rollouts: RolloutDesk | None = None,
 ) -> None:
     """Register ``POST /v1/device-reports`` (its table comes with migration 0004)."""
 
@@ -67,6 +73,7 @@ def add_device_report_routes(
             raise ProtocolError(ErrorCode.UNKNOWN_HUB_KEY, "report names another hub key")
         outcomes = [i for i in report.items if isinstance(i, OutcomeRecord)]
         reveals = [i for i in report.items if isinstance(i, AuditReveal)]
+        statuses = [i for i in report.items if isinstance(i, ModelStatus)]
         if reveals and on_reveal is None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "this hub does not audit")
         loop = asyncio.get_running_loop()
@@ -80,20 +87,34 @@ def add_device_report_routes(
             # Judged (or found stale) now, never stored: the device may drop it once acked.
             await on_reveal(device, reveal)
             held.append(reveal.record_id)
+        assigned = None
+        if report.version >= ASSIGNMENT_VERSION and rollouts is not None:
+            assigned = await loop.run_in_executor(None, rollouts.report, device, statuses)
+            held.extend(s.record_id for s in statuses)
         log.debug(
             "device %s reported %d outcomes, %d reveals",
             device.device_id,
             len(outcomes),
             len(reveals),
         )
-        ack = ReportAck(hub_key_id=identity.key_id, report_digest=signed.digest, known=tuple(held))
+        ack = ReportAck(
+            hub_key_id=identity.key_id,
+            report_digest=signed.digest,
+            known=tuple(held),
+            version=report.version,
+            assigned=assigned,
+        )
         return web.Response(body=ack.sign(identity.signing_key), content_type=ACK_CONTENT_TYPE)
 
     app.router.add_post(PATH, handle)
 
 
 def register_device_reports(
-    app: web.Application, store: Store, identity: HubIdentity, on_reveal: OnReveal | None = None
+    app: web.Application,
+    store: Store,
+    identity: HubIdentity,
+    on_reveal: OnReveal | None = None,
+    rollouts: RolloutDesk | None = None,
 ) -> None:
     """`add_device_report_routes` for a hub `Store` (device lookups run off the event loop)."""
 
@@ -102,7 +123,12 @@ def register_device_reports(
         return await loop.run_in_executor(None, store.get_device, device_id)
 
     add_device_report_routes(
-        app, engine=store.engine, identity=identity, get_device=get_device, on_reveal=on_reveal
+        app,
+        engine=store.engine,
+        identity=identity,
+        get_device=get_device,
+        on_reveal=on_reveal,
+        rollouts=rollouts,
     )
 
 

@@ -198,3 +198,50 @@ policies = Table(
     Column("revision", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Signed model bundles the hub keeps (files in <data dir>/bundles/<digest>/), by digest.
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("model_id", String(64), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    # The release key id whose signature verified (NULL: no key pinned when uploaded).
+    Column("signer", String(16), nullable=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("note", String(200), nullable=False, default=""),
+)
+
+# Rollouts: a bundle assigned to explicit devices (JSON list), or to a share of the fleet
+# (basis points, optionally within a profile), by a stable hash of each device id.
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("bundle_digest", String(64), ForeignKey("bundles.digest"), nullable=False),
+    Column("devices", Text, nullable=True),
+    Column("profile", String(64), nullable=True),
+    Column("percent_bp", Integer, nullable=False),
+    # active | paused | rolled_back
+    Column("state", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("note", String(200), nullable=False, default=""),
+)
+
+# The bundle each device last said it runs (its signed ModelStatus reports).
+device_models = Table(
+    "device_models",
+    metadata,
+    Column("device_id", String(36), primary_key=True),
+    Column("model_id", String(64), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("bundle_digest", String(64), nullable=False),
+    # current | pending | rolled_back | refused (escalade_protocol.device_reports.BundleState)
+    Column("state", String(16), nullable=False),
+    Column("target_digest", String(64), nullable=True),
+    Column("code", String(32), nullable=False, default=""),
+    Column("detail", String(200), nullable=False, default=""),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+)

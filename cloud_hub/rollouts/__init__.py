@@ -1,0 +1,24 @@
+"""Rollouts of signed bundles: the pure assignment core, the bundle shelf on disk and the
+routes devices download bundles from."""
+
+from cloud_hub.rollouts.assign import (
+    BUCKETS,
+    LADDER,
+    Rollout,
+    RolloutState,
+    advanced,
+    assignment,
+    bucket,
+    covers,
+)
+
+__all__ = [
+    "BUCKETS",
+    "LADDER",
+    "Rollout",
+    "RolloutState",
+    "advanced",
+    "assignment",
+    "bucket",
+    "covers",
+]
