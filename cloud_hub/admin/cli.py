@@ -546,3 +546,6 @@ def add_admin_commands(sub: Group) -> None:
     _add_devices(admin, leaf)
     _add_models_and_policy(admin, leaf)
     _add_reports(admin, leaf)
+    from cloud_hub.admin.rollout_cli import add_rollout_commands
+
+    add_rollout_commands(admin, leaf)

@@ -68,6 +68,7 @@ class AdminClient:
         *,
         body: BaseModel | None = None,
         query: Mapping[str, object] | None = None,
+        raw_body: tuple[bytes, str] | None = None,
     ) -> M:
         url = self.base + path
         if query:
@@ -79,10 +80,15 @@ class AdminClient:
         request = urllib.request.Request(  # noqa: S310 (the scheme is checked just above)
             url,
             method=method,
-            data=None if body is None else body.model_dump_json().encode(),
+            data=raw_body[0]
+            if raw_body
+            else None
+            if body is None
+            else body.model_dump_json().encode(),
             headers={
                 "Authorization": f"Bearer {self.token}",
-                "Content-Type": "application/json",
+                # A raw body (a bundle upload) comes with its own media type.
+                "Content-Type": raw_body[1] if raw_body else "application/json",
                 "Accept": "application/json",
             },
         )
