@@ -34,6 +34,7 @@ from edge_agent import v2
 from edge_agent.audit_store import AuditStore
 from edge_agent.auditing import AuditResponder
 from edge_agent.batcher import MicroBatcher
+from edge_agent.bundle_update import BundleUpdater
 from edge_agent.config import AUTO, AgentConfig
 from edge_agent.discovery import MdnsSettings, on_lan
 from edge_agent.discovery.announce import agent_advert
@@ -114,6 +115,8 @@ class AgentState:
     ready: bool = False
     # Answers in progress: a request alone in the agent skips the batching and commit hops.
     inflight: int = 0
+    # Follows the hub's bundle rollouts: swaps `runtime`, `batcher` and `domain` (on the loop).
+    bundles: BundleUpdater | None = None
 
     @property
     def configured_hub(self) -> str:
@@ -374,6 +377,7 @@ def health(state: AgentState) -> AgentHealth:
         audits=audits.audited if audits is not None else 0,
         audits_revealed=audits.revealed if audits is not None else 0,
         audits_failed=audits.failed if audits is not None else 0,
+        bundle=state.bundles.health() if state.bundles is not None else None,
         detail=detail,
     )
 

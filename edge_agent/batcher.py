@@ -14,11 +14,11 @@ import asyncio
 
 import numpy as np
 
-from edge_agent.runtime import F32, EdgeRuntime, LocalResult
+from edge_agent.runtime import F32, LocalModel, LocalResult
 
 
 class MicroBatcher:
-    def __init__(self, runtime: EdgeRuntime, *, max_batch: int, max_wait_s: float) -> None:
+    def __init__(self, runtime: LocalModel, *, max_batch: int, max_wait_s: float) -> None:
         self._runtime = runtime
         self._max_batch = max_batch
         self._max_wait = max_wait_s

@@ -392,6 +392,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f", {h.latency_ms:.1f} ms" if h.latency_ms is not None else "")
         for h in (hubs.hubs if hubs is not None else [])
     ]
+    b = health.bundle
+    if b is not None:
+        lines.append(
+            f"  bundle {b.digest[:16]} ({health.model_id} v{health.model_version}), "
+            f"assignment {(b.assigned_digest or 'installed')[:16]}: {b.state}"
+            + (f" ({b.phase})" if b.phase != "idle" else "")
+            + (f"; {b.code}: {b.detail}" if b.code else "")
+        )
     _emit(
         args,
         health,

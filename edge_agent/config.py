@@ -124,6 +124,13 @@ class AgentConfig(BaseModel):
     advertise: bool = True
     # How long `discover` and `enroll --hub auto` listen for hubs.
     discovery_timeout_s: float = Field(default=3.0, gt=0, le=300)
+    # Signed bundle rollouts (docs/models.md): pinned release public keys (64 hex digits or
+    # .pub files; empty: unsigned bundles accepted, with a warning), how often the agent
+    # reports its model and learns its assignment (0: never), and how many first answers of a
+    # new bundle are checked before the previous one is let go.
+    release_keys: tuple[str, ...] = ()
+    bundle_check_s: float = Field(default=30.0, ge=0, le=86_400)
+    bundle_probation: int = Field(default=32, ge=0, le=100_000)
     # The appraisal policy for hub evidence, from [attestation] or --policy.
     policy: AppraisalPolicy = Field(default_factory=AppraisalPolicy, exclude=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,15 @@ class LocalResult:
     probabilities: F32
     # The learned router's probability that the local answer is right, when the bundle has one.
     learned: float | None = None
+
+
+class LocalModel(Protocol):
+    """What the micro-batcher runs: an `EdgeRuntime`, or a new bundle on probation
+    (edge_agent/bundle_update/guard.py)."""
+
+    def infer(self, features: F32) -> LocalResult: ...
+
+    def infer_batch(self, batch: F32) -> list[LocalResult]: ...
 
 
 class EdgeRuntime:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.bundle_update import start_bundle_updates
 from edge_agent.errors import HubUnavailable
 from edge_agent.hub_pool import HubPool
 from edge_agent.outbox import deliver_forever
@@ -123,6 +124,9 @@ async def run_background(state: AgentState) -> AsyncIterator[None]:
     audits = state.audits
     if audits is not None:
         tasks.append(asyncio.create_task(_supervise("audit-purge", audits.purge_forever)))
+    updater = start_bundle_updates(state)
+    if updater is not None:
+        tasks.append(asyncio.create_task(_supervise("bundles", updater.run_forever)))
     try:
         yield
     finally:
@@ -130,6 +134,8 @@ async def run_background(state: AgentState) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if updater is not None:
+            await updater.close()
         if audits is not None:
             await audits.close()
 

@@ -200,6 +200,22 @@ class HealthReason(StrEnum):
     NOT_ATTESTED = "not_attested"
 
 
+class BundleHealth(Message):
+    """The agent's model bundle and its rollout (edge_agent/bundle_update)."""
+
+    # The bundle serving now, the one installed (models_dir) and the one the hub assigns.
+    digest: str
+    installed_digest: str
+    assigned_digest: str | None
+    # current | pending | rolled_back | refused (the assignment's fate) and the updater's phase.
+    state: Literal["current", "pending", "rolled_back", "refused"]
+    phase: Literal["idle", "loading", "probation"]
+    # Digests this agent refused or rolled back (not tried again until it restarts).
+    failed: list[str] = Field(default_factory=list)
+    code: str = ""
+    detail: str = ""
+
+
 class AgentHealth(Message):
     status: Literal["ok", "degraded"]
     reasons: list[HealthReason] = Field(default_factory=list)
@@ -222,4 +238,6 @@ class AgentHealth(Message):
     audits: int = 0
     audits_revealed: int = 0
     audits_failed: int = 0
+    # Signed bundle rollouts: null when the agent does not follow the hub's assignments.
+    bundle: BundleHealth | None = None
     detail: str
