@@ -35,6 +35,7 @@ from escalade_protocol.device_reports import (
     verify_ack,
 )
 from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.http import error_middleware
 from escalade_protocol.keys import Ed25519PrivateKey
 
 KEY = Ed25519PrivateKey.generate()
@@ -149,7 +150,7 @@ def test_probation_passes_good_answers_through(bundle_dir: Path, tmp_path: Path)
 @pytest.fixture(name="hub_shelf")
 async def hub_shelf_fixture(tmp_path: Path) -> AsyncIterator[tuple[str, BundleShelf]]:
     shelf = BundleShelf(tmp_path / "shelf", [KEY.public_key()])
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     add_bundle_routes(app, shelf)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -47,6 +47,8 @@ from escalade_protocol.http import json_response
 
 BUNDLE_SHELF = web.AppKey("bundle_shelf", BundleShelf)
 TAR = "application/x-tar"
+# What the OpenAPI document names (generic clients know how to send it); any type is read.
+UPLOAD_MEDIA_TYPE = "application/octet-stream"
 
 
 def _shelf(request: web.Request) -> BundleShelf:
@@ -278,7 +280,7 @@ _UPLOAD_ERRORS = (400, 401, 403, 413, 422)
 ROLLOUT_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/bundles", "Upload a bundle (tar of its directory), checked against the "
              "pinned release keys", upload_bundle, BundleOut, status=201, errors=_UPLOAD_ERRORS,
-             raw_body=TAR),
+             raw_body=UPLOAD_MEDIA_TYPE),
     Endpoint("GET", "/bundles", "List the bundles this hub keeps", list_bundles, BundleList),
     Endpoint("GET", "/bundles/{digest}", "Get a bundle", get_bundle, BundleOut,
              errors=(400, 401, 403, 404)),
