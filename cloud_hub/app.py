@@ -39,6 +39,7 @@ from cloud_hub.escalation.supervisor import Supervisor
 from cloud_hub.identity import HubIdentity
 from cloud_hub.metrics import CONTENT_TYPE_LATEST, HubMetrics
 from cloud_hub.replicas import ReplicaRegistry, ReplicaSettings
+from cloud_hub.rollouts.autopilot import autopilot_pass
 from cloud_hub.rollouts.desk import RolloutDesk
 from cloud_hub.rollouts.routes import add_bundle_routes
 from cloud_hub.rollouts.shelf import BundleShelf
@@ -254,6 +255,22 @@ async def _replica_heartbeat(app: web.Application) -> AsyncIterator[None]:
         await state.replicas.sign_off()
 
 
+async def _rollout_autopilot(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    service, period = state.service, state.config.rollout_auto_s
+    jobs = _jobs(state)
+    if period > 0:
+
+        async def judge() -> None:
+            await service.blocking(autopilot_pass, service.store.engine)
+
+        jobs.every("rollout-autopilot", period, judge)
+    try:
+        yield
+    finally:
+        await jobs.stop()
+
+
 async def _announce(app: web.Application) -> AsyncIterator[None]:
     advertiser = app[ADVERTISER]
     await advertiser.open()
@@ -266,7 +283,7 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
         middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
     )
     app[STATE] = state
-    app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat])
+    app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat, _rollout_autopilot])
     if advertise is not None:
         tee = evidence_kind(state.attester)
         app[ADVERTISER] = HubAdvertiser(advertise, tee=tee, key_id=state.identity.key_id)

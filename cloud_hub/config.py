@@ -53,6 +53,8 @@ class HubConfig:
     # Pinned release public keys (64 hex digits or .pub files): uploaded bundles must be signed
     # by one of them. Empty: unsigned bundles are accepted, with a warning (docs/models.md).
     release_keys: tuple[str, ...] = ()
+    # How often rollouts with `auto` bounds are judged and advanced or paused (0: never).
+    rollout_auto_s: float = 60.0
 
     @property
     def effective_database_url(self) -> str:

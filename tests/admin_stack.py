@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -82,6 +83,13 @@ async def admin_fixture(
         database_url=database_url,
         allow_simulated_tee=True,
     )
+    async with serve_admin(config) as admin:
+        yield admin
+
+
+@contextlib.asynccontextmanager
+async def serve_admin(config: HubConfig) -> AsyncIterator[Admin]:
+    """A hub built from `config` (its database migrated) on a loopback port, with tokens."""
     app = make_app(build_state(config))
     runner = web.AppRunner(app)
     await runner.setup()

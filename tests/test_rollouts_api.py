@@ -12,15 +12,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import pytest
-from admin_stack import Admin, error_of
-from aiohttp import web
+from admin_stack import Admin, error_of, serve_admin
 from enrollment import enroll_request
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud_hub.admin import Scope, create_admin_token
 from cloud_hub.admin.rollout_models import (
     BundleOut,
     DeviceModelOut,
@@ -29,11 +26,15 @@ from cloud_hub.admin.rollout_models import (
     RolloutOut,
 )
 from cloud_hub.admin.routes import PREFIX
-from cloud_hub.app import STATE, build_state, make_app
 from cloud_hub.config import HubConfig
+from cloud_hub.device_reports.queries import store_outcomes
 from cloud_hub.rollouts import BUCKETS, Rollout, RolloutState, assignment, bucket, covers
+from cloud_hub.rollouts.auto import Verdict
+from cloud_hub.rollouts.autopilot import autopilot_pass
 from cloud_hub.store import migrate_database
+from cloud_hub.store import rollouts as table
 from escalade_protocol.bundles import SIGNATURE_NAME, sign_bundle
+from escalade_protocol.device_reports import BundleState, ModelStatus, OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ErrorCode
 from escalade_protocol.keys import Ed25519PrivateKey, public_bytes
 from escalade_protocol.messages import EnrollResponse
@@ -67,20 +68,8 @@ async def pinned_admin(database_url: str, bundle_dir: Path, tmp_path: Path) -> A
         allow_simulated_tee=True,
         release_keys=(public_bytes(RELEASE.public_key()).hex(),),
     )
-    app = make_app(build_state(config))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state = app[STATE]
-    store = state.service.store
-    read = create_admin_token(store, scopes=frozenset({Scope.READ}))
-    write = create_admin_token(store, scopes=frozenset({Scope.READ, Scope.WRITE}))
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Admin(f"http://127.0.0.1:{runner.addresses[0][1]}", http, state, read, write)
-    finally:
-        await runner.cleanup()
+    async with serve_admin(config) as admin:
+        yield admin
 
 
 async def upload(admin: Admin, body: bytes, token: str | None = None) -> tuple[int, bytes]:
@@ -289,3 +278,91 @@ def test_newest_live_rollout_wins() -> None:
     back = _rollout(2, BUCKETS, state=RolloutState.ROLLED_BACK)
     assert assignment([old, back], device, "p") == old
     assert assignment([], device, "p") is None
+
+
+def _outcomes(n: int, *, escalated: int, refused: int) -> list[OutcomeRecord]:
+    records = []
+    for i in range(n):
+        path = OutcomePath.ESCALATED if i < escalated else OutcomePath.LOCAL
+        error = "embedding_rejected" if i >= n - refused else ""
+        records.append(
+            OutcomeRecord(
+                record_id=uuid.uuid4(),
+                at_ms=1,
+                model_id="digits-pca32",
+                model_version=1,
+                path=OutcomePath.DEGRADED if error else path,
+                reason="confident",
+                local_label=1,
+                hub_label=1 if path is OutcomePath.ESCALATED and not error else None,
+                signal=0.9,
+                latency_us=100,
+                hub_error=error,
+            )
+        )
+    return records
+
+
+def _running(admin: Admin, device: uuid.UUID, digest: str) -> None:
+    status = ModelStatus(
+        record_id=uuid.uuid4(),
+        at_ms=int(datetime.now(UTC).timestamp() * 1000),
+        model_id="digits-pca32",
+        model_version=1,
+        bundle_digest=bytes.fromhex(digest),
+        state=BundleState.CURRENT,
+    )
+    table.record_model_status(admin.state.service.store.engine, device, status)
+
+
+@pytest.mark.parametrize(
+    ("refused", "verdict", "percent"),
+    [(0, Verdict.ADVANCE, 10.0), (3, Verdict.PAUSE, 1.0)],
+)
+async def test_autopilot_advances_within_bounds_and_pauses_outside(
+    admin: Admin, signed: Path, refused: int, verdict: Verdict, percent: float
+) -> None:
+    """Devices running the bundle answer 40 times, 10 escalated: the rollout goes 1% -> 10%;
+    with 3 refusals (7.5% > 1%) it is paused instead. Either way the hub audits it."""
+    new, old = await fleet(admin, 2)
+    _, raw = await upload(admin, tar_of(signed))
+    digest = BundleOut.model_validate_json(raw).digest
+    auto = {"min_outcomes": 30, "max_error_rate": 0.01, "max_escalation_increase": 0.1}
+    status, raw = await admin.call(
+        "POST", "/rollouts", json={"bundle_digest": digest, "percent": 1, "auto": auto}
+    )
+    assert status == 201, raw
+    rollout_id = RolloutOut.model_validate_json(raw).rollout_id
+    engine = admin.state.service.store.engine
+    assert [d.verdict for d in autopilot_pass(engine)] == [Verdict.HOLD]
+    _running(admin, new, digest)
+    store_outcomes(engine, new, _outcomes(40, escalated=10, refused=refused))
+    store_outcomes(engine, old, _outcomes(40, escalated=8, refused=0))
+    assert [d.verdict for d in autopilot_pass(engine)] == [verdict]
+    _, raw = await admin.call("GET", f"/rollouts/{rollout_id}", token="read")
+    rollout = RolloutDetail.model_validate_json(raw).rollout
+    assert rollout.percent == percent
+    assert rollout.state == ("paused" if verdict is Verdict.PAUSE else "active")
+    _, raw = await admin.call("GET", "/audit", token="read")
+    assert b"by the autopilot" in raw
+
+
+async def test_autopilot_pauses_when_a_device_rolled_back(admin: Admin, signed: Path) -> None:
+    (device,) = await fleet(admin, 1)
+    _, raw = await upload(admin, tar_of(signed))
+    digest = BundleOut.model_validate_json(raw).digest
+    await admin.call("POST", "/rollouts", json={"bundle_digest": digest, "percent": 1, "auto": {}})
+    status = ModelStatus(
+        record_id=uuid.uuid4(),
+        at_ms=int(datetime.now(UTC).timestamp() * 1000),
+        model_id="digits-pca32",
+        model_version=1,
+        bundle_digest=bytes(32),
+        state=BundleState.ROLLED_BACK,
+        target_digest=bytes.fromhex(digest),
+        code="bundle_warmup_failed",
+    )
+    table.record_model_status(admin.state.service.store.engine, device, status)
+    (decision,) = autopilot_pass(admin.state.service.store.engine)
+    assert decision.verdict is Verdict.PAUSE
+    assert "rolled back" in decision.reason

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cloud_hub.admin.models import AdminModel, UtcDatetime
-from cloud_hub.rollouts import BUCKETS, Rollout
+from cloud_hub.rollouts import BUCKETS, AutoAdvance, Rollout
 from cloud_hub.store.rollouts import BundleRecord, DeviceModel
 from escalade_protocol.bundles import DIGEST_PATTERN
 
@@ -69,6 +69,8 @@ class RolloutCreate(_Percent):
     # Percent of the fleet (two decimals); the staged ladder is 1 -> 10 -> 100.
     percent: float | None = None
     note: str = Field(default="", max_length=200)
+    # Advance by itself (1 -> 10 -> 100) while its devices' answers stay within these bounds.
+    auto: AutoAdvance | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> RolloutCreate:
@@ -76,6 +78,8 @@ class RolloutCreate(_Percent):
             raise ValueError("give devices, or a percent (and perhaps a profile), not both")
         if self.devices is None and self.percent is None:
             raise ValueError("give devices or a percent of the fleet")
+        if self.auto is not None and self.devices is not None:
+            raise ValueError("a rollout to named devices has no stages to advance")
         return self
 
     @property
@@ -107,6 +111,7 @@ class RolloutOut(AdminModel):
     created_at: UtcDatetime
     updated_at: UtcDatetime
     note: str
+    auto: AutoAdvance | None
 
     @classmethod
     def of(cls, r: Rollout) -> RolloutOut:
@@ -120,6 +125,7 @@ class RolloutOut(AdminModel):
             created_at=r.created_at,
             updated_at=r.updated_at,
             note=r.note,
+            auto=r.auto,
         )
 
 

@@ -144,6 +144,7 @@ async def create_rollout(request: web.Request, service: EscalationService) -> we
         profile=body.profile,
         percent_bp=body.percent_bp,
         note=body.note,
+        auto=body.auto,
     )
     return json_response(RolloutOut.of(created), status=201)
 

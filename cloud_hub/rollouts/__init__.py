@@ -4,6 +4,7 @@ routes devices download bundles from."""
 from cloud_hub.rollouts.assign import (
     BUCKETS,
     LADDER,
+    AutoAdvance,
     Rollout,
     RolloutState,
     advanced,
@@ -15,6 +16,7 @@ from cloud_hub.rollouts.assign import (
 __all__ = [
     "BUCKETS",
     "LADDER",
+    "AutoAdvance",
     "Rollout",
     "RolloutState",
     "advanced",

@@ -18,6 +18,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from escalade_protocol.errors import ErrorCode, ProtocolError
 
 BUCKETS: Final = 10_000
@@ -32,6 +34,17 @@ class RolloutState(StrEnum):
     ROLLED_BACK = "rolled_back"
 
 
+class AutoAdvance(BaseModel):
+    """The bounds a rollout advances within (absent: only an administrator advances it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    min_outcomes: int = Field(default=200, ge=1, le=10_000_000)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    # Absolute: 0.05 lets the escalation rate go from 20% to 25% at most.
+    max_escalation_increase: float = Field(default=0.05, ge=0, le=1)
+
+
 @dataclass(frozen=True, slots=True)
 class Rollout:
     rollout_id: int
@@ -44,6 +57,8 @@ class Rollout:
     created_at: datetime
     updated_at: datetime
     note: str = ""
+    # Advance automatically within these bounds (cloud_hub/rollouts/auto.py); None: by hand.
+    auto: AutoAdvance | None = None
 
 
 def bucket(rollout_id: int, device_id: uuid.UUID) -> int:

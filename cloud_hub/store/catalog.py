@@ -19,6 +19,7 @@ from cloud_hub.audit import OperatorEvidence
 from cloud_hub.store import audit_log
 from cloud_hub.store.schema import model_versions, models
 from escalade_protocol.artifacts import ArtifactFile, ModelManifest
+from escalade_protocol.bundles import artifacts
 from escalade_protocol.errors import ErrorCode, ProtocolError
 
 # As a bundle manifest's model_id (escalade_protocol.artifacts.ModelManifest).
@@ -79,16 +80,7 @@ FILES = TypeAdapter(tuple[FileDigest, ...])
 
 def bundle_artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
     """Every file a bundle's manifest names (what a registration lists)."""
-    files = [
-        manifest.encoder,
-        manifest.head,
-        manifest.hub,
-        manifest.calibration,
-        manifest.test_split,
-        manifest.calibration_split,
-        manifest.router_model,
-    ]
-    return [f for f in files if f is not None]
+    return artifacts(manifest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from cloud_hub.audit import OperatorEvidence
-from cloud_hub.rollouts.assign import Rollout, RolloutState
+from cloud_hub.rollouts.assign import AutoAdvance, Rollout, RolloutState
 from cloud_hub.store import audit_log
 from cloud_hub.store.schema import bundles, device_models, rollouts
 from escalade_protocol.device_reports import NO_DIGEST, ModelStatus
@@ -77,6 +77,7 @@ def _rollout(row: Row[Any]) -> Rollout:
         created_at=_utc(r["created_at"]),
         updated_at=_utc(r["updated_at"]),
         note=r["note"],
+        auto=AutoAdvance.model_validate_json(r["auto"]) if r["auto"] else None,
     )
 
 
@@ -161,6 +162,7 @@ def create_rollout(
     profile: str | None,
     percent_bp: int,
     note: str = "",
+    auto: AutoAdvance | None = None,
     actor: str = "admin",
 ) -> Rollout:
     now = datetime.now(UTC)
@@ -181,6 +183,7 @@ def create_rollout(
                 created_at=now,
                 updated_at=now,
                 note=note,
+                auto=auto.model_dump_json() if auto is not None else None,
             )
         ).inserted_primary_key
         assert new_id is not None

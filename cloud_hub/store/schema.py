@@ -228,6 +228,8 @@ rollouts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("note", String(200), nullable=False, default=""),
+    # JSON: the AutoAdvance bounds (NULL: advanced by an administrator only).
+    Column("auto", Text, nullable=True),
 )
 
 # The bundle each device last said it runs (its signed ModelStatus reports).

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("note", sa.String(200), nullable=False),
+        sa.Column("auto", sa.Text, nullable=True),
     )
     op.create_table(
         "device_models",
