@@ -189,6 +189,12 @@ async def test_rollout_to_real_agents_refuses_and_rolls_back_with_no_failed_requ
                 "POST", "/rollouts", {"bundle_digest": bad_digest, "percent": 100}
             )
             await fleet.wait_bundle("rolled_back", digest_of(v2), code="bundle_warmup_failed")
+            port = fleet.agents[0].url.rsplit(":", 1)[1]
+            shown = await run_step(
+                module_command("edge_agent.cli", "status", "--port", port), what="status"
+            )
+            assert f"bundle {digest_of(v2)[:16]}" in shown
+            assert f"assignment {bad_digest[:16]}: rolled_back; bundle_warmup_failed" in shown
             models = json.loads(await run_step(fleet.admin("rollouts", "devices"), what="devices"))
             assert {m["state"] for m in models["items"]} == {"rolled_back"}
             assert {m["bundle_digest"] for m in models["items"]} == {digest_of(v2)}

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from cloud_hub.audit import OperatorEvidence
 from cloud_hub.rollouts.assign import AutoAdvance, Rollout, RolloutState
@@ -255,16 +256,23 @@ def record_model_status(engine: Engine, device_id: uuid.UUID, status: ModelStatu
         "reported_at": datetime.fromtimestamp(status.at_ms / 1000, UTC),
     }
     key = str(device_id)
-    with engine.begin() as conn:
-        row = conn.execute(
-            select(device_models.c.reported_at).where(device_models.c.device_id == key)
-        ).first()
-        if row is None:
-            conn.execute(insert(device_models).values(device_id=key, **values))
-        elif _utc(row.reported_at) <= values["reported_at"]:  # type: ignore[operator]
-            conn.execute(
-                update(device_models).where(device_models.c.device_id == key).values(**values)
-            )
+    for _ in range(2):  # a concurrent first report of the same device: update on the retry
+        try:
+            with engine.begin() as conn:
+                row = conn.execute(
+                    select(device_models.c.reported_at).where(device_models.c.device_id == key)
+                ).first()
+                if row is None:
+                    conn.execute(insert(device_models).values(device_id=key, **values))
+                elif _utc(row.reported_at) <= values["reported_at"]:  # type: ignore[operator]
+                    conn.execute(
+                        update(device_models)
+                        .where(device_models.c.device_id == key)
+                        .values(**values)
+                    )
+            return
+        except IntegrityError:
+            continue
 
 
 def device_model(engine: Engine, device_id: uuid.UUID) -> DeviceModel | None:
