@@ -82,7 +82,8 @@ class BundleFetcher:
         received, resumed = 0, 0
         manifest_bytes = await self._small(url + MANIFEST_NAME)
         if manifest_bytes is None:
-            raise BundleRefused(ErrorCode.BUNDLE_MALFORMED, "the hub has no such bundle")
+            # Not refused: another replica may keep it, or an upload may still be on its way.
+            raise FetchInterrupted(f"the hub at {base_url} does not keep bundle {digest[:16]}")
         try:
             named = bundle_digest(manifest_bytes)
             manifest = ModelManifest.model_validate(json.loads(manifest_bytes), strict=False)
