@@ -66,3 +66,30 @@ def wide_head(source: Path, out: Path, key: Ed25519PrivateKey) -> Path:
     _set_head(out, model)
     sign_bundle(out, key)
     return out
+
+
+def static_batch_head(source: Path, out: Path, key: Ed25519PrivateKey, *, batch: int) -> Path:
+    """A head exported with a fixed batch size (a classic export bug): it passes a warm-up of
+    exactly `batch` rows and fails on a request of one."""
+    shutil.copytree(source, out)
+    manifest = json.loads((source / MANIFEST_NAME).read_text())
+    dim, classes = manifest["embedding_dim"], manifest["num_classes"]
+    weights = numpy_helper.from_array(np.eye(dim, classes, dtype=np.float32), "W")
+    shape = numpy_helper.from_array(np.array([batch, classes], np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["embedding", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["soft"], axis=-1),
+            helper.make_node("Reshape", ["soft", "shape"], ["probabilities"]),
+        ],
+        "static_batch_head",
+        [helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, [None, dim])],
+        [helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, [None, classes])],
+        initializer=[weights, shape],
+    )
+    head = onnx.load(str(source / "head.onnx"))
+    model = helper.make_model(graph, opset_imports=head.opset_import)
+    model.ir_version = head.ir_version
+    _set_head(out, model)
+    sign_bundle(out, key)
+    return out

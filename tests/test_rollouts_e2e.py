@@ -1,8 +1,8 @@
 """Signed bundles rolled out to two real agent processes by a real hub, driven with the
 `cloud-hub admin` CLI and curl, while a client keeps calling both agents: they switch with no
 failed request; a bundle corrupted on the hub's disk is refused, one whose head fails warm-up
-is rolled back, and both keep serving; an administrator's rollback returns them to the
-installed bundle."""
+is rolled back, so is one that fails its first real answer, and both keep serving; an
+administrator's rollback returns them to the installed bundle."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import aiohttp
 import numpy as np
 import pytest
 from agent_stack import agent_argv, free_port, health, hub_argv, infer, until, write_config
-from rollout_bundles import nudged_head, signed_copy, wide_head
+from rollout_bundles import nudged_head, signed_copy, static_batch_head, wide_head
 
+from edge_agent.bundle_update.health import WARMUP_ROWS
 from escalade.procs import Service, enroll_agent, migrate_hub, module_command, run_step, service
 from escalade_protocol.bundles import bundle_digest
 from escalade_protocol.keys import Ed25519PrivateKey, public_bytes
@@ -137,6 +138,7 @@ async def test_rollout_to_real_agents_refuses_and_rolls_back_with_no_failed_requ
     v2 = nudged_head(v1, tmp_path / "v2", RELEASE, scale=1.05)
     v3 = nudged_head(v1, tmp_path / "v3", RELEASE, scale=0.95)
     bad = wide_head(v1, tmp_path / "wide", RELEASE)
+    static = static_batch_head(v1, tmp_path / "static", RELEASE, batch=WARMUP_ROWS + 1)
     with np.load(v1 / "test.npz") as data:
         inputs = np.asarray(data["X"][:64], dtype=np.float32)
     async with fleet_of_two(tmp_path, v1) as fleet:
@@ -199,8 +201,20 @@ async def test_rollout_to_real_agents_refuses_and_rolls_back_with_no_failed_requ
             assert {m["state"] for m in models["items"]} == {"rolled_back"}
             assert {m["bundle_digest"] for m in models["items"]} == {digest_of(v2)}
 
+            # A head that passes warm-up and fails its first real answer (a fixed batch size):
+            # swapped in, then rolled back by the agent, that answer given by the previous one.
+            static_digest = await fleet.upload(static)
+            probe = await fleet.curl(
+                "POST", "/rollouts", {"bundle_digest": static_digest, "percent": 100}
+            )
+            await fleet.wait_bundle("rolled_back", digest_of(v2), code="bundle_warmup_failed")
+            for h in await fleet.healths():
+                assert h.bundle is not None
+                assert h.bundle.assigned_digest == static_digest
+                assert h.bundle.detail.startswith("an answer failed")
+
             # The administrator rolls everything back: the installed bundle again.
-            for rollout in (wide, corrupt, first):
+            for rollout in (probe, wide, corrupt, first):
                 await run_step(
                     fleet.admin("rollouts", "rollback", str(rollout["rollout_id"])),
                     what="rollback",
@@ -216,7 +230,7 @@ async def test_rollout_to_real_agents_refuses_and_rolls_back_with_no_failed_requ
         assert traffic.answered > 100
         for h in await fleet.healths():
             assert h.bundle is not None
-            assert sorted(h.bundle.failed) == sorted([v3_digest, bad_digest])
+            assert sorted(h.bundle.failed) == sorted([v3_digest, bad_digest, static_digest])
 
 
 async def _exec(*argv: str) -> bytes:
