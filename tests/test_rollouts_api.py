@@ -3,6 +3,7 @@ database (SQLite, and PostgreSQL when configured); the pure assignment core."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -26,6 +27,7 @@ from cloud_hub.admin.rollout_models import (
     RolloutOut,
 )
 from cloud_hub.admin.routes import PREFIX
+from cloud_hub.cli import main as hub_main
 from cloud_hub.config import HubConfig
 from cloud_hub.device_reports.queries import store_outcomes
 from cloud_hub.rollouts import BUCKETS, Rollout, RolloutState, assignment, bucket, covers
@@ -366,3 +368,22 @@ async def test_autopilot_pauses_when_a_device_rolled_back(admin: Admin, signed: 
     (decision,) = autopilot_pass(admin.state.service.store.engine)
     assert decision.verdict is Verdict.PAUSE
     assert "rolled back" in decision.reason
+
+
+async def test_cli_creates_an_auto_rollout_and_refuses_an_unknown_bundle(
+    admin: Admin, signed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cloud-hub admin rollouts create --auto` over HTTP; an unknown digest: exit 2, one line."""
+    _, raw = await upload(admin, tar_of(signed))
+    digest = BundleOut.model_validate_json(raw).digest
+    common = ["--hub", admin.url, "--token", admin.write_token]
+    argv = ["admin", "rollouts", "create", "--bundle", digest, "--percent", "1", "--auto"]
+    assert await asyncio.to_thread(hub_main, [*argv, *common, "--json"]) == 0
+    created = RolloutOut.model_validate_json(capsys.readouterr().out)
+    assert created.auto is not None
+    assert created.auto.min_outcomes == 200
+    argv[4] = "0" * 64
+    assert await asyncio.to_thread(hub_main, [*argv, *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "404 not_found" in err[0]

@@ -33,6 +33,7 @@ from cloud_hub.admin.rollout_models import (
     RolloutOut,
 )
 from cloud_hub.admin.rollouts import TAR
+from cloud_hub.rollouts import AutoAdvance
 
 if TYPE_CHECKING:
     from cloud_hub.admin.cli import Group, Leaf
@@ -131,6 +132,7 @@ def rollouts_create(args: argparse.Namespace, client: AdminClient) -> int:
             profile=args.profile,
             percent=args.percent,
             note=args.note,
+            auto=AutoAdvance(min_outcomes=args.auto_min_outcomes) if args.auto else None,
         )
     )
     assert isinstance(body, RolloutCreate)
@@ -208,6 +210,10 @@ def add_rollout_commands(admin: Group, leaf: Leaf) -> None:
     create.add_argument("--percent", type=float, default=None, help="share of the fleet")
     create.add_argument("--profile", default=None, help="only devices of this profile")
     create.add_argument("--note", default="")
+    create.add_argument(
+        "--auto", action="store_true", help="advance by itself within the default bounds"
+    )
+    create.add_argument("--auto-min-outcomes", type=int, default=200, help="answers per stage")
     leaf(rollouts, "list", "rollouts, oldest first", rollouts_list)
     get = leaf(rollouts, "get", "a rollout, its devices and what they run", rollouts_get)
     get.add_argument("rollout_id", type=int)
