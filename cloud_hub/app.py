@@ -283,7 +283,8 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
         middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
     )
     app[STATE] = state
-    app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat, _rollout_autopilot])
+    app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat])
+    app.cleanup_ctx.append(_rollout_autopilot)
     if advertise is not None:
         tee = evidence_kind(state.attester)
         app[ADVERTISER] = HubAdvertiser(advertise, tee=tee, key_id=state.identity.key_id)
