@@ -284,7 +284,6 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
     )
     app[STATE] = state
     app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat])
-    app.cleanup_ctx.append(_rollout_autopilot)
     if advertise is not None:
         tee = evidence_kind(state.attester)
         app[ADVERTISER] = HubAdvertiser(advertise, tee=tee, key_id=state.identity.key_id)
@@ -308,4 +307,5 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
         rollouts=RolloutDesk(state.service.store.engine),
     )
     app.add_subapp(ADMIN_PREFIX, admin_app(state.service, shelf=shelf))
+    app.cleanup_ctx.append(_rollout_autopilot)
     return app
