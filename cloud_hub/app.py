@@ -39,6 +39,7 @@ from cloud_hub.escalation.supervisor import Supervisor
 from cloud_hub.identity import HubIdentity
 from cloud_hub.metrics import CONTENT_TYPE_LATEST, HubMetrics
 from cloud_hub.replicas import ReplicaRegistry, ReplicaSettings
+from cloud_hub.sealing import hub_identity
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Store
 from cloud_hub.store.replicas import ReplicaTable
@@ -91,7 +92,7 @@ def build_state(config: HubConfig, *, service_config: ServiceConfig | None = Non
     attester = make_attester(config)
     model = HubModel(config.models_dir)
     store = Store.open(config.effective_database_url)
-    identity = HubIdentity.generate()
+    identity = hub_identity(config, attester)
     service_config = service_config or ServiceConfig(
         policy=EscalationPolicy(timestamp_window_ms=int(config.timestamp_window_s * 1000)),
         batching=BatchingConfig(

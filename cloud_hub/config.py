@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from cloud_hub.store import sqlite_url
+from escalade_protocol.envelope import HpkeSuiteId
+from escalade_protocol.hub_keys import SUITE_STRENGTH
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +50,11 @@ class HubConfig:
     advertise_url: str | None = None
     replica_heartbeat_s: float = 2.0
     replica_liveness_s: float = 10.0
+    # The HPKE suites offered in the attested bundle and accepted on envelopes (an X25519 key
+    # is kept either way: audit reveals are sealed to it).
+    hpke_suites: frozenset[HpkeSuiteId] = frozenset(SUITE_STRENGTH)
+    # Keep the hub's keys across restarts, sealed to the enclave's measurement (SGX only).
+    seal_keys: bool = False
     # Print "READY <url>" on stdout once listening, for supervisors and tests.
     announce_ready: bool = False
 
