@@ -354,7 +354,12 @@ class HubClient:
         item = AuditReveal(
             record_id=uuid.uuid4(),
             request_digest=request_digest,
-            sealed=seal_reveal(revealed, hub.encryption_key, request_digest=request_digest),
+            sealed=seal_reveal(
+                revealed,
+                hub.keys.sealing_key,
+                request_digest=request_digest,
+                suite=hub.keys.suite,
+            ),
         )
         report = DeviceReport(
             device_id=self._identity.device_id,
