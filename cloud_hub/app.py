@@ -18,6 +18,7 @@ from aiohttp import web
 from attestation import AttestationBundle
 from attestation.binding import NONCE_SIZE
 from attestation.pccs import PccsClient
+from attestation.snp.kds import KdsClient
 from cloud_hub.admin.routes import PREFIX as ADMIN_PREFIX
 from cloud_hub.admin.routes import admin_app
 from cloud_hub.advertise import AdvertiseSettings, HubAdvertiser
@@ -26,6 +27,8 @@ from cloud_hub.attesters import (
     Attester,
     CollateralRefresher,
     DcapAttester,
+    KdsRefresher,
+    SnpAttester,
     evidence_kind,
     make_attester,
 )
@@ -240,6 +243,30 @@ async def _collateral(app: web.Application) -> AsyncIterator[None]:
             await jobs.stop()
 
 
+KDS_CACHE_DIR = "kds-cache"
+
+
+async def _kds(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    attester, url = state.attester, state.config.kds_url
+    if url is None or not isinstance(attester, SnpAttester):
+        yield
+        return
+    cache = state.config.data_dir / KDS_CACHE_DIR
+    async with aiohttp.ClientSession() as http:
+        offline = url == "offline"
+        refresher = KdsRefresher(
+            attester, KdsClient(http, base_url=None if offline else url, cache_dir=cache)
+        )
+        await refresher.refresh()
+        jobs = _jobs(state)
+        jobs.every("kds-refresh", state.config.collateral_refresh_s, refresher.refresh)
+        try:
+            yield
+        finally:
+            await jobs.stop()
+
+
 async def _replica_heartbeat(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     jobs = _jobs(state)
@@ -263,7 +290,7 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
         middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
     )
     app[STATE] = state
-    app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat])
+    app.cleanup_ctx.extend([_service, _collateral, _kds, _replica_heartbeat])
     if advertise is not None:
         tee = evidence_kind(state.attester)
         app[ADVERTISER] = HubAdvertiser(advertise, tee=tee, key_id=state.identity.key_id)

@@ -102,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         attestation_dir=Path(args.attestation_dir),
         collateral_file=Path(args.collateral) if args.collateral else None,
         pccs_url=args.pccs_url,
+        kds_url=args.kds_url,
         hpke_suites=args.hpke_suites,
         seal_keys=args.seal_keys,
         announce_ready=args.ready,
@@ -441,6 +442,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     serve.add_argument(
         "--pccs-url", default=None, help="PCCS to fetch and refresh that collateral from"
+    )
+    serve.add_argument(
+        "--kds-url",
+        default=None,
+        help="SEV-SNP: fetch the VCEK, chain and CRL from this KDS (AMD's is "
+        "https://kdsintf.amd.com) when the host supplies no certificate table; 'offline' reads "
+        "only the cache (DATA_DIR/kds-cache)",
     )
     serve.add_argument(
         "--hpke-suites",

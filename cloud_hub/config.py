@@ -30,6 +30,9 @@ class HubConfig:
     # A PCCS to fetch (and refresh) that collateral from instead of a file.
     pccs_url: str | None = None
     collateral_refresh_s: float = 3600.0
+    # SEV-SNP: where to fetch the VCEK, chain and CRL when the host supplies no certificate
+    # table: AMD's KDS or a mirror (cached in the data dir), or "offline" (that cache only).
+    kds_url: str | None = None
     timestamp_window_s: float = 60.0
     # How often devices' mean embeddings are compared with their peers'.
     cohort_interval_s: float = 300.0
