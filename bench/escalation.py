@@ -426,12 +426,16 @@ async def start_hub(
     return hub, system, identity
 
 
-async def run(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
-    # SIGTERM cancels the run like Ctrl-C does, so the exit stack below still stops the
-    # servers (they run in sessions of their own and would outlive an abrupt exit).
+def cancel_on_sigterm() -> None:
+    """SIGTERM cancels the run like Ctrl-C does, so the exit stack still stops the servers
+    (they run in sessions of their own and would outlive an abrupt exit)."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+async def run(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
+    cancel_on_sigterm()
     manifest = load_manifest(bundle)
     embeddings = bundle_embeddings(bundle, manifest)
     progress(
@@ -628,9 +632,7 @@ async def run_suites(args: argparse.Namespace, bundle: Path, work: Path) -> dict
     """One hub offering both HPKE suites; one device escalating with X25519 and with the
     hybrid ML-KEM-768 + X25519 suite in alternating (ABBA) rounds, so the post-quantum cost
     per escalation is a difference measured in the same run."""
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
     manifest = load_manifest(bundle)
     embeddings = bundle_embeddings(bundle, manifest)
     event_loop = eventloop.resolve(args.event_loop)
@@ -735,9 +737,7 @@ def print_suites(result: dict[str, Any]) -> None:
 async def run_batching(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
     """Two hub processes on one core, one with --max-batch-size 1, one with the default
     batcher, the same costly hub model, `--concurrency` clients (32), rounds in ABBA order."""
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
     manifest = load_manifest(bundle)
     embeddings = bundle_embeddings(bundle, manifest)
     per_input_us = model_latency_us(bundle, manifest)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -226,6 +226,19 @@ def _jobs(state: HubState) -> Supervisor:
     return Supervisor(on_failure=lambda name: failures.labels(name).inc())
 
 
+async def _refreshing(
+    state: HubState, name: str, refresh: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[None]:
+    """Run `refresh` once now, then periodically under the supervisor, until the app stops."""
+    await refresh()
+    jobs = _jobs(state)
+    jobs.every(name, state.config.collateral_refresh_s, refresh)
+    try:
+        yield
+    finally:
+        await jobs.stop()
+
+
 async def _collateral(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     attester, url = state.attester, state.config.pccs_url
@@ -234,13 +247,8 @@ async def _collateral(app: web.Application) -> AsyncIterator[None]:
         return
     async with aiohttp.ClientSession() as http:
         refresher = CollateralRefresher(attester, PccsClient(http, url))
-        await refresher.refresh()
-        jobs = _jobs(state)
-        jobs.every("collateral-refresh", state.config.collateral_refresh_s, refresher.refresh)
-        try:
+        async for _ in _refreshing(state, "collateral-refresh", refresher.refresh):
             yield
-        finally:
-            await jobs.stop()
 
 
 KDS_CACHE_DIR = "kds-cache"
@@ -254,17 +262,10 @@ async def _kds(app: web.Application) -> AsyncIterator[None]:
         return
     cache = state.config.data_dir / KDS_CACHE_DIR
     async with aiohttp.ClientSession() as http:
-        offline = url == "offline"
-        refresher = KdsRefresher(
-            attester, KdsClient(http, base_url=None if offline else url, cache_dir=cache)
-        )
-        await refresher.refresh()
-        jobs = _jobs(state)
-        jobs.every("kds-refresh", state.config.collateral_refresh_s, refresher.refresh)
-        try:
+        base_url = None if url == "offline" else url
+        refresher = KdsRefresher(attester, KdsClient(http, base_url=base_url, cache_dir=cache))
+        async for _ in _refreshing(state, "kds-refresh", refresher.refresh):
             yield
-        finally:
-            await jobs.stop()
 
 
 async def _replica_heartbeat(app: web.Application) -> AsyncIterator[None]:

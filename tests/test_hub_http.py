@@ -97,20 +97,8 @@ async def enroll_device(hub: Hub) -> tuple[uuid.UUID, Ed25519PrivateKey]:
 
 
 def sealed_for(hub: Hub, device_id: uuid.UUID, key: Ed25519PrivateKey) -> bytes:
-    m = hub.state.service.model.manifest
-    header = envelope.EnvelopeHeader(
-        device_id=device_id,
-        model_id=m.model_id,
-        model_version=m.model_version,
-        seq=1,
-        timestamp_ms=int(time.time() * 1000),
-        nonce=os.urandom(16),
-        hub_key_id=hub.state.identity.key_id,
-    )
-    payload = Tensor.from_numpy(hub.embedding, m.wire_dtype)
-    return envelope.seal(
-        header, payload, device_key=key, hub_key=hub.state.identity.encryption_key.public_key()
-    )
+    classical = hub.state.identity.encryption_key.public_key()
+    return sealed_in_suite(hub, device_id, key, envelope.HpkeSuiteId.X25519, classical)
 
 
 async def test_concurrent_copies_of_one_envelope_are_answered_once(hub: Hub) -> None:
