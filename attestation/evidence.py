@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from escalade_protocol.hub_keys import OfferedKey
 from escalade_protocol.messages import HexBytes, HubModelInfo, Message
 
 
@@ -78,3 +79,5 @@ class AttestationBundle(Message):
     nonce: HexBytes
     evidence: Evidence
     model: HubModelInfo
+    # Further sealing keys (post-quantum), all bound into the evidence and the key id.
+    additional_keys: tuple[OfferedKey, ...] = ()

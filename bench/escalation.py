@@ -13,6 +13,7 @@ machine's drift over minutes falls on both alike. This process is the load gener
 servers are child processes, stopped on the way out whatever happens.
 
     PYTHONPATH=. python bench/escalation.py [--models DIR] [--requests N] [--json OUT]
+    PYTHONPATH=. python bench/escalation.py --suites   # X25519 vs ML-KEM-768 + X25519
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from prometheus_client.parser import text_string_to_metric_families
 
 from attestation import AppraisalPolicy
+from cloud_hub.identity import HubIdentity
 from edge_agent.enrollment import enroll
 from edge_agent.hub_client import ENVELOPE_CONTENT_TYPE, HubClient
 from edge_agent.identity import DeviceIdentity
@@ -58,6 +61,7 @@ from escalade_protocol.artifacts import (
     load_manifest,
     verified_path,
 )
+from escalade_protocol.hub_keys import load_hub_public
 from escalade_protocol.keys import public_bytes
 from escalade_protocol.tensor import Tensor
 
@@ -113,8 +117,9 @@ def escalade_system(
     identity: DeviceIdentity,
     manifest: ModelManifest,
     hub_key_id: bytes,
-    encryption_key: X25519PublicKey,
+    encryption_key: envelope.HubPublicKey,
     signing_key: Ed25519PublicKey,
+    suite: envelope.HpkeSuiteId = envelope.HpkeSuiteId.X25519,
 ) -> System:
     # Sequence numbers start from the clock, like HubClient's, so they rise across runs.
     seq = time.time_ns() // 1000
@@ -131,6 +136,7 @@ def escalade_system(
             timestamp_ms=time.time_ns() // 1_000_000,
             nonce=os.urandom(envelope.NONCE_SIZE),
             hub_key_id=hub_key_id,
+            suite=suite,
         )
         payload = Tensor.from_numpy(embedding, manifest.wire_dtype)
         return envelope.seal(header, payload, device_key=identity.key, hub_key=encryption_key)
@@ -420,12 +426,16 @@ async def start_hub(
     return hub, system, identity
 
 
-async def run(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
-    # SIGTERM cancels the run like Ctrl-C does, so the exit stack below still stops the
-    # servers (they run in sessions of their own and would outlive an abrupt exit).
+def cancel_on_sigterm() -> None:
+    """SIGTERM cancels the run like Ctrl-C does, so the exit stack still stops the servers
+    (they run in sessions of their own and would outlive an abrupt exit)."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+async def run(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
+    cancel_on_sigterm()
     manifest = load_manifest(bundle)
     embeddings = bundle_embeddings(bundle, manifest)
     progress(
@@ -586,12 +596,148 @@ def model_latency_us(bundle: Path, manifest: ModelManifest) -> float:
     return HubModel(bundle).measure_latency() * 1e6
 
 
+def crypto_us(
+    suite: envelope.HpkeSuiteId, embedding: F32, manifest: ModelManifest
+) -> dict[str, float]:
+    """Seal and open one envelope in this process, alone: the suite's own cost, no HTTP."""
+    hub = HubIdentity.generate()
+    public = (
+        hub.encryption_key.public_key()
+        if suite is envelope.HpkeSuiteId.X25519
+        else load_hub_public(suite, hub.offered[0].public_key)
+    )
+    private = hub.private_for(suite)
+    assert private is not None
+    device = Ed25519PrivateKey.generate()
+    header = envelope.EnvelopeHeader(
+        device_id=uuid.uuid4(), model_id=manifest.model_id, model_version=1, seq=1,
+        timestamp_ms=1, nonce=bytes(16), hub_key_id=hub.key_id, suite=suite,
+    )  # fmt: skip
+    payload = Tensor.from_numpy(embedding, manifest.wire_dtype)
+    runs = 2000
+    started = time.perf_counter_ns()
+    sealed = [
+        envelope.seal(header, payload, device_key=device, hub_key=public) for _ in range(runs)
+    ]
+    seal_ns = (time.perf_counter_ns() - started) / runs
+    parsed = [envelope.parse(body) for body in sealed]
+    started = time.perf_counter_ns()
+    for one in parsed:
+        one.open_payload(private)
+    open_ns = (time.perf_counter_ns() - started) / runs
+    return {"seal_us": seal_ns / 1000, "open_us": open_ns / 1000, "request_bytes": len(sealed[0])}
+
+
+async def run_suites(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
+    """One hub offering both HPKE suites; one device escalating with X25519 and with the
+    hybrid ML-KEM-768 + X25519 suite in alternating (ABBA) rounds, so the post-quantum cost
+    per escalation is a difference measured in the same run."""
+    cancel_on_sigterm()
+    manifest = load_manifest(bundle)
+    embeddings = bundle_embeddings(bundle, manifest)
+    event_loop = eventloop.resolve(args.event_loop)
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+        progress("starting the hub ...")
+        hub, classical, identity = await start_hub(
+            stack, http, "x25519", bundle=bundle, manifest=manifest, work=work,
+            event_loop=event_loop,
+        )  # fmt: skip
+        attested = await HubClient(
+            http,
+            base_url=hub.url,
+            identity=identity,
+            manifest=manifest,
+            policy=AppraisalPolicy(allow_simulated_tee=True),
+            minimum_suite=envelope.HpkeSuiteId.MLKEM768_X25519,
+        ).attest()
+        hybrid = escalade_system(
+            hub,
+            identity=identity,
+            manifest=manifest,
+            hub_key_id=attested.key_id,
+            encryption_key=attested.keys.sealing_key,
+            signing_key=attested.signing_key,
+            suite=attested.keys.suite,
+        )
+        hybrid.name = "mlkem768"
+        if args.pin:
+            pin_processes(hub.process.pid)
+        systems = (classical, hybrid)
+        sizes = {}
+        for system in systems:
+            sample = system.prepare(embeddings[0])
+            system.check(sample, await post(http, system, sample))
+            sizes[system.name] = len(sample)
+            warm = split(embeddings, args.warmup, 1)[0]
+            await measure_latency(http, system, warm, record=False)
+            await measure_throughput(http, system, warm, args.concurrency)
+            system.reset_throughput()
+        await run_rounds(
+            http,
+            systems,
+            embeddings,
+            requests=args.requests,
+            throughput_requests=args.throughput_requests,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+        )
+    x, pq = summary(classical), summary(hybrid)
+    crypto = {
+        system.name: crypto_us(suite, embeddings[0], manifest)
+        for system, suite in zip(systems, envelope.HpkeSuiteId, strict=True)
+    }
+    return {
+        "config": {
+            "model": f"{manifest.model_id} v{manifest.model_version}",
+            "requests": args.requests,
+            "throughput_requests": args.throughput_requests,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "pinned": args.pin,
+            "event_loop": event_loop,
+            "request_bytes": sizes,
+        },
+        "x25519": x,
+        "mlkem768": pq,
+        "crypto_us": crypto,
+        "per_escalation": {
+            "latency_p50_added_us": pq["latency_p50_us"] - x["latency_p50_us"],
+            "server_cpu_added_us": pq["server_cpu_us_per_request"] - x["server_cpu_us_per_request"],
+            "request_bytes_added": sizes["mlkem768"] - sizes["x25519"],
+        },
+        "ratios": {
+            "latency_p50": pq["latency_p50_us"] / x["latency_p50_us"],
+            "throughput": pq["throughput_rps"] / x["throughput_rps"],
+            "server_cpu": pq["server_cpu_us_per_request"] / x["server_cpu_us_per_request"],
+        },
+    }
+
+
+def print_suites(result: dict[str, Any]) -> None:
+    x, pq, crypto = result["x25519"], result["mlkem768"], result["crypto_us"]
+    sizes = result["config"]["request_bytes"]
+    print()
+    print(f"HPKE suites on one hub: {result['config']['model']}, ABBA rounds, same run")
+    print(f"{'':36} {'x25519':>10} {'mlkem768':>10} {'ratio':>7}")
+    rows = [
+        ("latency p50, µs (1 in flight)", x["latency_p50_us"], pq["latency_p50_us"]),
+        ("throughput, req/s", x["throughput_rps"], pq["throughput_rps"]),
+        ("server CPU per request, µs", x["server_cpu_us_per_request"],
+         pq["server_cpu_us_per_request"]),
+        ("seal (device), µs, no HTTP", crypto["x25519"]["seal_us"], crypto["mlkem768"]["seal_us"]),
+        ("open (hub), µs, no HTTP", crypto["x25519"]["open_us"], crypto["mlkem768"]["open_us"]),
+        ("request bytes", sizes["x25519"], sizes["mlkem768"]),
+    ]  # fmt: skip
+    for label, a, b in rows:
+        print(f"{label:36} {a:>10.0f} {b:>10.0f} {b / a:>7.2f}")
+
+
 async def run_batching(args: argparse.Namespace, bundle: Path, work: Path) -> dict[str, Any]:
     """Two hub processes on one core, one with --max-batch-size 1, one with the default
     batcher, the same costly hub model, `--concurrency` clients (32), rounds in ABBA order."""
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
     manifest = load_manifest(bundle)
     embeddings = bundle_embeddings(bundle, manifest)
     per_input_us = model_latency_us(bundle, manifest)
@@ -739,6 +885,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"(hidden layers {BATCHING_HUB_HIDDEN}), at --concurrency 32 unless given",
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="for --batching")
+    parser.add_argument(
+        "--suites",
+        action="store_true",
+        help="instead: escalations sealed with X25519 vs ML-KEM-768 + X25519 on one hub",
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="also write results here")
     args = parser.parse_args(argv)
     if args.batching and "--concurrency" not in (argv or sys.argv):
@@ -756,14 +907,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         try:
             bundle = prepare_bundle(args.models, work, costly_hub=args.batching)
-            result = asyncio.run((run_batching if args.batching else run)(args, bundle, work))
+            mode = run_batching if args.batching else run_suites if args.suites else run
+            result = asyncio.run(mode(args, bundle, work))
         except (KeyboardInterrupt, asyncio.CancelledError):
             progress("interrupted; servers stopped")
             return 130
         except (BundleError, ServiceError, aiohttp.ClientError, RuntimeError, ValueError) as exc:
             progress(f"benchmark failed, servers stopped: {exc!r}")
             return 1
-    (print_batching if args.batching else print_table)(result)
+    (print_batching if args.batching else print_suites if args.suites else print_table)(result)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

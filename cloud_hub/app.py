@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,6 +18,7 @@ from aiohttp import web
 from attestation import AttestationBundle
 from attestation.binding import NONCE_SIZE
 from attestation.pccs import PccsClient
+from attestation.snp.kds import KdsClient
 from cloud_hub.admin.routes import PREFIX as ADMIN_PREFIX
 from cloud_hub.admin.routes import admin_app
 from cloud_hub.advertise import AdvertiseSettings, HubAdvertiser
@@ -26,6 +27,8 @@ from cloud_hub.attesters import (
     Attester,
     CollateralRefresher,
     DcapAttester,
+    KdsRefresher,
+    SnpAttester,
     evidence_kind,
     make_attester,
 )
@@ -43,6 +46,7 @@ from cloud_hub.rollouts.autopilot import autopilot_pass
 from cloud_hub.rollouts.desk import RolloutDesk
 from cloud_hub.rollouts.routes import add_bundle_routes
 from cloud_hub.rollouts.shelf import BundleShelf
+from cloud_hub.sealing import hub_identity
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Store
 from cloud_hub.store.replicas import ReplicaTable
@@ -96,7 +100,7 @@ def build_state(config: HubConfig, *, service_config: ServiceConfig | None = Non
     attester = make_attester(config)
     model = HubModel(config.models_dir)
     store = Store.open(config.effective_database_url)
-    identity = HubIdentity.generate()
+    identity = hub_identity(config, attester)
     service_config = service_config or ServiceConfig(
         policy=EscalationPolicy(timestamp_window_ms=int(config.timestamp_window_s * 1000)),
         batching=BatchingConfig(
@@ -227,6 +231,19 @@ def _jobs(state: HubState) -> Supervisor:
     return Supervisor(on_failure=lambda name: failures.labels(name).inc())
 
 
+async def _refreshing(
+    state: HubState, name: str, refresh: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[None]:
+    """Run `refresh` once now, then periodically under the supervisor, until the app stops."""
+    await refresh()
+    jobs = _jobs(state)
+    jobs.every(name, state.config.collateral_refresh_s, refresh)
+    try:
+        yield
+    finally:
+        await jobs.stop()
+
+
 async def _collateral(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     attester, url = state.attester, state.config.pccs_url
@@ -235,13 +252,25 @@ async def _collateral(app: web.Application) -> AsyncIterator[None]:
         return
     async with aiohttp.ClientSession() as http:
         refresher = CollateralRefresher(attester, PccsClient(http, url))
-        await refresher.refresh()
-        jobs = _jobs(state)
-        jobs.every("collateral-refresh", state.config.collateral_refresh_s, refresher.refresh)
-        try:
+        async for _ in _refreshing(state, "collateral-refresh", refresher.refresh):
             yield
-        finally:
-            await jobs.stop()
+
+
+KDS_CACHE_DIR = "kds-cache"
+
+
+async def _kds(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    attester, url = state.attester, state.config.kds_url
+    if url is None or not isinstance(attester, SnpAttester):
+        yield
+        return
+    cache = state.config.data_dir / KDS_CACHE_DIR
+    async with aiohttp.ClientSession() as http:
+        base_url = None if url == "offline" else url
+        refresher = KdsRefresher(attester, KdsClient(http, base_url=base_url, cache_dir=cache))
+        async for _ in _refreshing(state, "kds-refresh", refresher.refresh):
+            yield
 
 
 async def _replica_heartbeat(app: web.Application) -> AsyncIterator[None]:
@@ -283,7 +312,7 @@ def make_app(state: HubState, *, advertise: AdvertiseSettings | None = None) -> 
         middlewares=[error_middleware], client_max_size=state.config.max_body_bytes
     )
     app[STATE] = state
-    app.cleanup_ctx.extend([_service, _collateral, _replica_heartbeat])
+    app.cleanup_ctx.extend([_service, _collateral, _kds, _replica_heartbeat])
     if advertise is not None:
         tee = evidence_kind(state.attester)
         app[ADVERTISER] = HubAdvertiser(advertise, tee=tee, key_id=state.identity.key_id)

@@ -31,6 +31,9 @@ from attestation.gramine import ATTESTATION_DIR, GramineAttester, GramineError, 
 from attestation.pccs import PccsClient, PccsError, PlatformId, platform_of
 from attestation.snp import CertificateError
 from attestation.snp.certtable import host_certificates
+from attestation.snp.errors import KdsError, ReportFormatError
+from attestation.snp.kds import KdsClient, SnpCertificates
+from attestation.snp.report import parse_report
 from attestation.tsm import TSM_REPORT_DIR, NoTsmError, TsmAttester, TsmError
 from cloud_hub.config import HubConfig
 from cloud_hub.errors import HubError, NoTeeError
@@ -59,16 +62,56 @@ class DcapAttester:
 class SnpAttester:
     def __init__(self, tsm: TsmAttester) -> None:
         self.tsm = tsm
+        # From AMD KDS (`KdsRefresher`) for hosts that supply no certificate table; replaced
+        # whole by the refresher, so readers see the old or the new set, never a mix.
+        self.kds_certificates: SnpCertificates | None = None
 
     def evidence(self, report_data: bytes) -> SnpEvidence:
         result = self.tsm.report(report_data)
         try:
             certs = host_certificates(result.auxblob)
         except CertificateError as exc:
-            # Serve the report anyway: the agent's verdict names what is missing.
             log.warning("unusable SNP certificate table from the host: %s", exc)
-            return SnpEvidence(report=result.outblob)
-        return SnpEvidence(report=result.outblob, vcek=certs.vcek, cert_chain=certs.chain_pem)
+            certs = None
+        if certs is not None and certs.vcek is not None:
+            return SnpEvidence(report=result.outblob, vcek=certs.vcek, cert_chain=certs.chain_pem)
+        fetched = self.kds_certificates
+        if fetched is not None:
+            return SnpEvidence(
+                report=result.outblob,
+                vcek=fetched.vcek,
+                cert_chain=fetched.chain.decode("ascii"),
+                crl=fetched.crl,
+            )
+        # Serve the report anyway: the agent's verdict names what is missing (`vcek_missing`).
+        return SnpEvidence(report=result.outblob, cert_chain=certs.chain_pem if certs else None)
+
+
+class KdsRefresher:
+    """Fetches this VM's VCEK, its chain and AMD's CRL from KDS (or a mirror, or the offline
+    cache), once at start and then periodically: the chip id and reported TCB come from a
+    probe report of this very guest, the product from its CPUID (report v3). A failed fetch
+    keeps the previous certificates and is logged."""
+
+    def __init__(self, attester: SnpAttester, kds: KdsClient) -> None:
+        self._attester = attester
+        self._kds = kds
+
+    async def refresh(self) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            probe = await loop.run_in_executor(None, self._attester.tsm.report, bytes(64))
+            report = parse_report(probe.outblob)
+            product = report.product_from_cpuid
+            if product is None:
+                raise KdsError("the report names no CPU (v2 report): KDS needs the product")
+            certificates = await self._kds.certificates(report, product)
+        except (KdsError, TsmError, ReportFormatError) as exc:
+            log.warning("SEV-SNP certificate fetch from KDS failed: %s", exc)
+            return False
+        self._attester.kds_certificates = certificates
+        log.info("SEV-SNP VCEK and chain fetched from KDS for %s", product.value)
+        return True
 
 
 class CollateralRefresher:

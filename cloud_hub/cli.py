@@ -38,7 +38,9 @@ from cloud_hub.store.files import prepare_data_dir, prepare_sqlite_file
 from escalade_protocol import eventloop
 from escalade_protocol.artifacts import BundleError
 from escalade_protocol.entrypoint import run_command
+from escalade_protocol.envelope import HpkeSuiteId
 from escalade_protocol.http import serve_until_terminated
+from escalade_protocol.hub_keys import SUITE_STRENGTH, suite_named
 
 
 def _url(args: argparse.Namespace, *, create: bool) -> str:
@@ -100,6 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         attestation_dir=Path(args.attestation_dir),
         collateral_file=Path(args.collateral) if args.collateral else None,
         pccs_url=args.pccs_url,
+        kds_url=args.kds_url,
+        hpke_suites=args.hpke_suites,
+        seal_keys=args.seal_keys,
         announce_ready=args.ready,
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
@@ -380,6 +385,16 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _suites(text: str) -> frozenset[HpkeSuiteId]:
+    try:
+        suites = frozenset(suite_named(name.strip()) for name in text.split(",") if name.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not suites:
+        raise argparse.ArgumentTypeError("name at least one HPKE suite")
+    return suites
+
+
 def _bounded_float(low: float, high: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -428,6 +443,26 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     serve.add_argument(
         "--pccs-url", default=None, help="PCCS to fetch and refresh that collateral from"
+    )
+    serve.add_argument(
+        "--kds-url",
+        default=None,
+        help="SEV-SNP: fetch the VCEK, chain and CRL from this KDS (AMD's is "
+        "https://kdsintf.amd.com) when the host supplies no certificate table; 'offline' reads "
+        "only the cache (DATA_DIR/kds-cache)",
+    )
+    serve.add_argument(
+        "--hpke-suites",
+        type=_suites,
+        default=frozenset(SUITE_STRENGTH),
+        help="HPKE suites offered and accepted, comma-separated: x25519, mlkem768-x25519 "
+        "(default both; mlkem768-x25519 alone refuses classical envelopes)",
+    )
+    serve.add_argument(
+        "--seal-keys",
+        action="store_true",
+        help="keep the hub's keys across restarts, sealed to the enclave's measurement "
+        "(Gramine SGX only)",
     )
     serve.add_argument(
         "--max-batch-size",

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from cloud_hub.store import sqlite_url
+from escalade_protocol.envelope import HpkeSuiteId
+from escalade_protocol.hub_keys import SUITE_STRENGTH
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +30,9 @@ class HubConfig:
     # A PCCS to fetch (and refresh) that collateral from instead of a file.
     pccs_url: str | None = None
     collateral_refresh_s: float = 3600.0
+    # SEV-SNP: where to fetch the VCEK, chain and CRL when the host supplies no certificate
+    # table: AMD's KDS or a mirror (cached in the data dir), or "offline" (that cache only).
+    kds_url: str | None = None
     timestamp_window_s: float = 60.0
     # How often devices' mean embeddings are compared with their peers'.
     cohort_interval_s: float = 300.0
@@ -48,6 +53,11 @@ class HubConfig:
     advertise_url: str | None = None
     replica_heartbeat_s: float = 2.0
     replica_liveness_s: float = 10.0
+    # The HPKE suites offered in the attested bundle and accepted on envelopes (an X25519 key
+    # is kept either way: audit reveals are sealed to it).
+    hpke_suites: frozenset[HpkeSuiteId] = frozenset(SUITE_STRENGTH)
+    # Keep the hub's keys across restarts, sealed to the enclave's measurement (SGX only).
+    seal_keys: bool = False
     # Print "READY <url>" on stdout once listening, for supervisors and tests.
     announce_ready: bool = False
     # Pinned release public keys (64 hex digits or .pub files): uploaded bundles must be signed

@@ -62,6 +62,7 @@ from edge_agent.transport import AiohttpTransport
 from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import Handler, handle_errors, json_response, read_json
+from escalade_protocol.hub_keys import suite_named
 from escalade_protocol.messages import (
     AgentHealth,
     AnswerPath,
@@ -481,6 +482,7 @@ def make_app(state: AgentState) -> web.Application:
                     breaker_cooldown_s=config.breaker_cooldown_s,
                     breaker_max_cooldown_s=config.breaker_max_cooldown_s,
                     expected_key_id=bytes.fromhex(info.kfp) if info.kfp else None,
+                    minimum_suite=suite_named(config.min_hpke_suite),
                 )
 
             pool = HubPool(hub_client)

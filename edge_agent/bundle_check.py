@@ -5,6 +5,11 @@
 the hash of the two keys, the keys parse, the evidence passes appraisal (and binds those keys and
 our nonce), and the hub serves the model this device runs. It never raises for a bad bundle: the
 result lists every failure, keylime-style, and carries the parsed keys only when all passed.
+
+The key id and the evidence cover every sealing key the hub offers; of those suites the device
+seals with the strongest at least as strong as its configured minimum (`min_hpke_suite`), and a
+hub offering none is refused (`suite_below_minimum`). A bundle stripped of its post-quantum key
+no longer matches its evidence, so the downgrade fails as `evidence_refused`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from enum import StrEnum
 
 from attestation import AppraisalPolicy, AttestationBundle, Verdict, appraise, report_data
 from escalade_protocol.artifacts import ModelManifest
+from escalade_protocol.envelope import HpkeSuiteId, HubPublicKey
 from escalade_protocol.errors import ProtocolError
+from escalade_protocol.hub_keys import (
+    SUITE_NAMES,
+    load_hub_public,
+    offered_pairs,
+    strongest_common,
+)
 from escalade_protocol.keys import (
     Ed25519PublicKey,
     X25519PublicKey,
@@ -32,13 +44,18 @@ class BundleFailure(StrEnum):
     BAD_KEY = "bad_key"
     EVIDENCE_REFUSED = "evidence_refused"
     MODEL_MISMATCH = "model_mismatch"
+    SUITE_BELOW_MINIMUM = "suite_below_minimum"
 
 
 @dataclass(frozen=True, slots=True)
 class HubKeys:
     key_id: bytes
+    # X25519: audit reveals are sealed to it.
     encryption_key: X25519PublicKey
     signing_key: Ed25519PublicKey
+    # The suite escalations are sealed with (the strongest both sides support) and its key.
+    suite: HpkeSuiteId
+    sealing_key: HubPublicKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,23 +84,44 @@ def check_bundle(
     policy: AppraisalPolicy,
     manifest: ModelManifest,
     now: datetime | None = None,
+    minimum_suite: HpkeSuiteId = HpkeSuiteId.X25519,
 ) -> BundleCheck:
     failures: list[BundleFailure] = []
     detail: list[str] = []
+    additional = offered_pairs(bundle.additional_keys)
     if not hmac.compare_digest(bundle.nonce, nonce):
         failures.append(BundleFailure.NONCE_MISMATCH)
         detail.append("hub answered another nonce")
     if not hmac.compare_digest(
-        bundle.hub_key_id, hub_key_id(bundle.encryption_key, bundle.signing_key)
+        bundle.hub_key_id, hub_key_id(bundle.encryption_key, bundle.signing_key, additional)
     ):
         failures.append(BundleFailure.KEY_ID_MISMATCH)
         detail.append("hub key id does not match its keys")
     keys: HubKeys | None = None
+    suites = [HpkeSuiteId.X25519, *(key.suite for key in bundle.additional_keys)]
+    chosen = strongest_common(suites, minimum_suite)
+    if len(set(suites)) != len(suites):
+        failures.append(BundleFailure.BAD_KEY)
+        detail.append("hub offers one HPKE suite twice")
+    elif chosen is None:
+        failures.append(BundleFailure.SUITE_BELOW_MINIMUM)
+        offered = ", ".join(SUITE_NAMES[suite] for suite in suites)
+        detail.append(
+            f"hub offers {offered}; this device needs at least {SUITE_NAMES[minimum_suite]}"
+        )
     try:
+        x25519 = load_x25519_public(bundle.encryption_key)
+        sealing: HubPublicKey = x25519
+        for key in bundle.additional_keys:
+            parsed = load_hub_public(key.suite, key.public_key)
+            if key.suite is chosen:
+                sealing = parsed
         keys = HubKeys(
             key_id=bundle.hub_key_id,
-            encryption_key=load_x25519_public(bundle.encryption_key),
+            encryption_key=x25519,
             signing_key=load_ed25519_public(bundle.signing_key),
+            suite=chosen or HpkeSuiteId.X25519,
+            sealing_key=sealing,
         )
     except ProtocolError as exc:
         failures.append(BundleFailure.BAD_KEY)
@@ -92,7 +130,10 @@ def check_bundle(
     verdict = appraise(
         bundle.evidence,
         expected_report_data=report_data(
-            encryption_key=bundle.encryption_key, signing_key=bundle.signing_key, nonce=nonce
+            encryption_key=bundle.encryption_key,
+            signing_key=bundle.signing_key,
+            nonce=nonce,
+            additional_keys=additional,
         ),
         policy=policy,
         now=now,

@@ -47,6 +47,7 @@ from edge_agent.transport import AiohttpTransport
 from escalade_protocol.artifacts import BundleError, load_manifest
 from escalade_protocol.entrypoint import run_command
 from escalade_protocol.http import serve_until_terminated
+from escalade_protocol.hub_keys import suite_named
 from escalade_protocol.keys import public_bytes
 from escalade_protocol.messages import AgentHealth
 
@@ -443,6 +444,7 @@ async def _doctor_hub(config: AgentConfig, runtime: EdgeRuntime) -> dict[str, An
             manifest=runtime.manifest,
             policy=config.policy,
             timeout_s=config.hub_timeout_s,
+            minimum_suite=suite_named(config.min_hpke_suite),
         )
         try:
             hub = await client.attest()

@@ -90,6 +90,9 @@ class AgentConfig(BaseModel):
     latency_budget_ms: float | None = Field(default=None, gt=0)
     hub_timeout_s: float = Field(default=5.0, gt=0, le=600)
     attestation_ttl_s: float = Field(default=3600.0, gt=0)
+    # The weakest HPKE suite escalations may be sealed with: the agent uses the strongest its
+    # hub offers, and refuses a hub offering nothing this strong (`suite_below_minimum`).
+    min_hpke_suite: Literal["x25519", "mlkem768-x25519"] = "x25519"
     # Circuit breaker: first cooldown after a failure, doubled per failed probe up to the max.
     breaker_cooldown_s: float = Field(default=0.25, gt=0, le=600)
     breaker_max_cooldown_s: float = Field(default=5.0, gt=0, le=3600)

@@ -47,6 +47,7 @@ from escalade_protocol.device_reports import (
     DeviceReport,
     verify_ack,
 )
+from escalade_protocol.envelope import HpkeSuiteId
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import Ed25519PublicKey, X25519PublicKey
 from escalade_protocol.messages import (
@@ -139,6 +140,7 @@ class HubClient:
         clock: Clock = time.monotonic,
         nonce: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_SIZE),
         expected_key_id: bytes | None = None,
+        minimum_suite: HpkeSuiteId = HpkeSuiteId.X25519,
     ) -> None:
         if isinstance(transport, aiohttp.ClientSession):
             # The older form, HubClient(session, base_url=...), as bench/escalation.py uses it.
@@ -156,6 +158,8 @@ class HubClient:
         # The key id a discovery advertisement claims (its `kfp`): evidence binding other keys
         # is refused, so a LAN announcement cannot point the agent at another hub's identity.
         self._expected_key_id = expected_key_id
+        # The weakest HPKE suite this device seals with (config `min_hpke_suite`).
+        self._minimum_suite = minimum_suite
         self._breaker = Breaker(
             cooldown_s=breaker_cooldown_s,
             max_cooldown_s=breaker_max_cooldown_s,
@@ -223,7 +227,13 @@ class HubClient:
         except ValidationError:
             failure = HubUnavailable(AnswerReason.ATTESTATION_REFUSED, "hub sent bad evidence")
             raise self._failed(failure) from None
-        check = check_bundle(bundle, nonce=nonce, policy=self._policy, manifest=self._manifest)
+        check = check_bundle(
+            bundle,
+            nonce=nonce,
+            policy=self._policy,
+            manifest=self._manifest,
+            minimum_suite=self._minimum_suite,
+        )
         self._last_check = check
         if not check.trusted or check.keys is None or check.verdict is None:
             raise self._failed(AttestationRefused(check))
@@ -317,9 +327,10 @@ class HubClient:
             nonce=os.urandom(envelope.NONCE_SIZE),
             hub_key_id=hub.key_id,
             commitment=commitment,
+            suite=hub.keys.suite,
         )
         sealed = envelope.seal(
-            header, payload, device_key=self._identity.key, hub_key=hub.keys.encryption_key
+            header, payload, device_key=self._identity.key, hub_key=hub.keys.sealing_key
         )
         raw = await self._call("/v1/escalate", sealed, ENVELOPE_CONTENT_TYPE)
         digest = request_digest(sealed)
@@ -343,7 +354,12 @@ class HubClient:
         item = AuditReveal(
             record_id=uuid.uuid4(),
             request_digest=request_digest,
-            sealed=seal_reveal(revealed, hub.encryption_key, request_digest=request_digest),
+            sealed=seal_reveal(
+                revealed,
+                hub.keys.sealing_key,
+                request_digest=request_digest,
+                suite=hub.keys.suite,
+            ),
         )
         report = DeviceReport(
             device_id=self._identity.device_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -18,9 +19,15 @@ def public_bytes(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def hub_key_id(encryption_key: bytes, signing_key: bytes) -> bytes:
-    """Names one hub identity (its X25519 and Ed25519 public keys) in envelope headers."""
-    return hashlib.sha256(_HUB_KEY_ID_DOMAIN + encryption_key + signing_key).digest()[
+def hub_key_id(
+    encryption_key: bytes, signing_key: bytes, additional_keys: Sequence[tuple[int, bytes]] = ()
+) -> bytes:
+    """Names one hub identity (its X25519 and Ed25519 public keys, and any further sealing keys
+    it offers as (suite id, public key) pairs) in envelope headers."""
+    extra = b"".join(
+        bytes([suite]) + len(key).to_bytes(2, "big") + key for suite, key in additional_keys
+    )
+    return hashlib.sha256(_HUB_KEY_ID_DOMAIN + encryption_key + signing_key + extra).digest()[
         :HUB_KEY_ID_SIZE
     ]
 

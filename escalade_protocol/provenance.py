@@ -26,9 +26,14 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 
 from escalade_protocol.codec import Reader, Writer
-from escalade_protocol.envelope import COMMITMENT_SIZE, HPKE_SUITE
+from escalade_protocol.envelope import (
+    COMMITMENT_SIZE,
+    HPKE_SUITES,
+    HpkeSuiteId,
+    HubPrivateKey,
+    HubPublicKey,
+)
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.keys import X25519PrivateKey, X25519PublicKey
 from escalade_protocol.tensor import Tensor
 
 __all__ = ["COMMITMENT_SIZE", "NO_COMMITMENT", "Revealed", "commit", "open_reveal", "seal_reveal"]
@@ -65,14 +70,30 @@ class Revealed:
         return commit(self.salt, self.input.encode(), embedding_tensor)
 
 
-def seal_reveal(revealed: Revealed, hub_key: X25519PublicKey, *, request_digest: bytes) -> bytes:
+# A reveal is sealed with the suite of the escalation it answers (the hub reads it from that
+# envelope's signed header): a raw input deserves at least the embedding's protection.
+def seal_reveal(
+    revealed: Revealed,
+    hub_key: HubPublicKey,
+    *,
+    request_digest: bytes,
+    suite: HpkeSuiteId = HpkeSuiteId.X25519,
+) -> bytes:
     plaintext = Writer().fixed(revealed.salt, SALT_SIZE).raw(revealed.input.encode()).getvalue()
-    return HPKE_SUITE.encrypt(plaintext, hub_key, info=REVEAL_INFO_DOMAIN + request_digest)
+    return HPKE_SUITES[suite].encrypt(plaintext, hub_key, info=REVEAL_INFO_DOMAIN + request_digest)
 
 
-def open_reveal(sealed: bytes, hub_key: X25519PrivateKey, *, request_digest: bytes) -> Revealed:
+def open_reveal(
+    sealed: bytes,
+    hub_key: HubPrivateKey,
+    *,
+    request_digest: bytes,
+    suite: HpkeSuiteId = HpkeSuiteId.X25519,
+) -> Revealed:
     try:
-        plaintext = HPKE_SUITE.decrypt(sealed, hub_key, info=REVEAL_INFO_DOMAIN + request_digest)
+        plaintext = HPKE_SUITES[suite].decrypt(
+            sealed, hub_key, info=REVEAL_INFO_DOMAIN + request_digest
+        )
     except (InvalidTag, ValueError):
         raise ProtocolError(ErrorCode.BAD_CIPHERTEXT, "audit reveal cannot be decrypted") from None
     r = Reader(plaintext)

@@ -26,7 +26,8 @@ from escalade_protocol import envelope
 from escalade_protocol.answer import Answer, request_digest, sign_answer
 from escalade_protocol.artifacts import ModelManifest, load_manifest
 from escalade_protocol.errors import HTTP_STATUS, ErrorCode
-from escalade_protocol.keys import Ed25519PrivateKey
+from escalade_protocol.hub_keys import OfferedKey, offered_pairs
+from escalade_protocol.keys import Ed25519PrivateKey, hub_key_id
 from escalade_protocol.messages import (
     AnswerReason,
     AttestationRequest,
@@ -96,6 +97,98 @@ def test_check_bundle_lists_every_failed_check(manifest: ModelManifest, tamper: 
     assert set(check.failures) == expected
     assert check.trusted == (not expected)
     assert (check.keys is None) == bool(expected)
+
+
+MLKEM = envelope.HpkeSuiteId.MLKEM768_X25519
+X25519 = envelope.HpkeSuiteId.X25519
+
+
+@pytest.mark.parametrize(
+    ("offered", "minimum", "chosen"),
+    [
+        ({X25519, MLKEM}, X25519, MLKEM),
+        ({X25519, MLKEM}, MLKEM, MLKEM),
+        ({MLKEM}, X25519, MLKEM),
+        ({X25519}, X25519, X25519),
+        ({X25519}, MLKEM, None),
+    ],
+)
+def test_the_agent_seals_with_the_strongest_suite_both_support(
+    manifest: ModelManifest,
+    offered: set[envelope.HpkeSuiteId],
+    minimum: envelope.HpkeSuiteId,
+    chosen: envelope.HpkeSuiteId | None,
+) -> None:
+    hub = HubIdentity.generate(offered)
+    bundle = hub.attest(SimulatedAttester(code_measurement()), NONCE, model_info(manifest))
+    check = check_bundle(
+        bundle, nonce=NONCE, policy=SIMULATED, manifest=manifest, minimum_suite=minimum
+    )
+    if chosen is None:
+        assert check.failures == (BundleFailure.SUITE_BELOW_MINIMUM,)
+        assert not check.trusted
+        return
+    assert check.trusted
+    assert check.keys is not None
+    assert check.keys.suite is chosen
+    # What the agent seals to that key, the hub opens with its key for that suite.
+    header = envelope.EnvelopeHeader(
+        device_id=uuid.uuid4(),
+        model_id=manifest.model_id,
+        model_version=manifest.model_version,
+        seq=1,
+        timestamp_ms=1,
+        nonce=bytes(16),
+        hub_key_id=hub.key_id,
+        suite=chosen,
+    )
+    tensor = Tensor.from_numpy(np.arange(4, dtype=np.float32), "float32")
+    sealed = envelope.seal(
+        header, tensor, device_key=Ed25519PrivateKey.generate(), hub_key=check.keys.sealing_key
+    )
+    hub_key = hub.private_for(chosen)
+    assert hub_key is not None
+    opened = envelope.parse(sealed).open_payload(hub_key)
+    assert opened.embedding.encode() == tensor.encode()
+
+
+@pytest.mark.parametrize("attack", ["strip", "strip_and_rename", "swap"])
+def test_a_downgraded_key_bundle_is_refused(manifest: ModelManifest, attack: str) -> None:
+    """A man in the middle removes or replaces the post-quantum key: the evidence no longer
+    binds the bundle's keys, even when he also recomputes the key id."""
+    hub = HubIdentity.generate()
+    bundle = hub.attest(SimulatedAttester(code_measurement()), NONCE, model_info(manifest))
+    if attack == "swap":
+        mine = HubIdentity.generate().offered
+        bundle = bundle.model_copy(update={"additional_keys": mine})
+    else:
+        bundle = bundle.model_copy(update={"additional_keys": ()})
+    if attack != "strip":
+        renamed = hub_key_id(
+            bundle.encryption_key, bundle.signing_key, offered_pairs(bundle.additional_keys)
+        )
+        bundle = bundle.model_copy(update={"hub_key_id": renamed})
+    check = check_bundle(bundle, nonce=NONCE, policy=SIMULATED, manifest=manifest)
+    expected = {BundleFailure.EVIDENCE_REFUSED}
+    if attack == "strip":
+        expected.add(BundleFailure.KEY_ID_MISMATCH)
+    assert set(check.failures) == expected
+    assert check.keys is None
+
+
+def test_a_malformed_post_quantum_key_is_a_bad_key(manifest: ModelManifest) -> None:
+    hub = HubIdentity.generate()
+    bundle = hub.attest(SimulatedAttester(code_measurement()), NONCE, model_info(manifest))
+    short = OfferedKey(suite=MLKEM, public_key=bundle.additional_keys[0].public_key[:-1])
+    twice = (*bundle.additional_keys, *bundle.additional_keys)
+    for keys in ((short,), twice):
+        check = check_bundle(
+            bundle.model_copy(update={"additional_keys": keys}),
+            nonce=NONCE,
+            policy=SIMULATED,
+            manifest=manifest,
+        )
+        assert BundleFailure.BAD_KEY in check.failures
 
 
 # --- the breaker ---------------------------------------------------------------------------------

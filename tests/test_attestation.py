@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from attestation import (
@@ -28,6 +29,25 @@ def test_binding_depends_on_every_input() -> None:
     assert report_data(encryption_key=ENC, signing_key=SIG, nonce=os.urandom(32)) != BINDING
     # Length prefixes: moving a byte from one field to the next changes the hash.
     assert report_data(encryption_key=ENC + SIG[:1], signing_key=SIG[1:], nonce=NONCE) != BINDING
+
+
+def test_binding_covers_every_offered_key_and_none_binds_as_before() -> None:
+    # A hub offering no extra key binds exactly what earlier hubs bound.
+    field = [len(v).to_bytes(2, "big") + v for v in (ENC, SIG, NONCE)]
+    assert hashlib.sha512(b"escalade/v1/report-data\x00" + b"".join(field)).digest() == BINDING
+    pq, other = os.urandom(1216), os.urandom(1216)
+    with_pq = report_data(
+        encryption_key=ENC, signing_key=SIG, nonce=NONCE, additional_keys=[(2, pq)]
+    )
+    assert with_pq != BINDING
+    assert (
+        report_data(encryption_key=ENC, signing_key=SIG, nonce=NONCE, additional_keys=[(2, other)])
+        != with_pq
+    )
+    assert (
+        report_data(encryption_key=ENC, signing_key=SIG, nonce=NONCE, additional_keys=[(3, pq)])
+        != with_pq
+    )
 
 
 def test_simulated_evidence_is_refused_by_default() -> None:

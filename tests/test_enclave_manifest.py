@@ -125,6 +125,7 @@ def test_entrypoint_and_fixed_command_line(manifest: dict[str, Any], layout: Enc
     assert Path(args.models) == layout.models_dir
     assert Path(args.data_dir) == ENCLAVE_DATA_DIR
     assert not args.allow_simulated_tee
+    assert args.seal_keys, "the enclave keeps its keys, sealed to its MRENCLAVE"
     loader = manifest["loader"]
     assert "insecure__use_cmdline_argv" not in loader
     assert "insecure__use_host_env" not in loader

@@ -4,6 +4,7 @@ group commit, and the device cache."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,8 +19,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import mlkem
 from enrollment import enroll_request
 from hubdb import migrated_data_dir
 
@@ -32,13 +31,17 @@ from cloud_hub.poisoning import Reputation
 from cloud_hub.store import EscalationRecord, Store
 from escalade.procs import module_command, run_step
 from escalade_protocol import envelope
+from escalade_protocol.answer import request_digest, verify_answer
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.keys import Ed25519PrivateKey, X25519PrivateKey
+from escalade_protocol.hub_keys import HybridKey, load_hub_public
+from escalade_protocol.keys import Ed25519PrivateKey
 from escalade_protocol.messages import (
     EnrollResponse,
     ErrorBody,
 )
 from escalade_protocol.tensor import Tensor
+
+MLKEM = envelope.HpkeSuiteId.MLKEM768_X25519
 
 
 class Hub:
@@ -56,6 +59,21 @@ class Hub:
             return response.status, await response.read()
 
 
+@contextlib.asynccontextmanager
+async def running_hub(config: HubConfig, embedding: npt.NDArray[np.float32]) -> AsyncIterator[Hub]:
+    app = make_app(build_state(config))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            yield Hub(url, app[STATE], http, embedding)
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def hub(
     bundle_dir: Path, tmp_path: Path, clean_embedding: npt.NDArray[np.float32]
@@ -66,17 +84,8 @@ async def hub(
         allow_simulated_tee=True,
         max_body_bytes=64 << 10,
     )
-    app = make_app(build_state(config))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            yield Hub(url, app[STATE], http, clean_embedding)
-    finally:
-        await runner.cleanup()
+    async with running_hub(config, clean_embedding) as running:
+        yield running
 
 
 async def enroll_device(hub: Hub) -> tuple[uuid.UUID, Ed25519PrivateKey]:
@@ -88,20 +97,8 @@ async def enroll_device(hub: Hub) -> tuple[uuid.UUID, Ed25519PrivateKey]:
 
 
 def sealed_for(hub: Hub, device_id: uuid.UUID, key: Ed25519PrivateKey) -> bytes:
-    m = hub.state.service.model.manifest
-    header = envelope.EnvelopeHeader(
-        device_id=device_id,
-        model_id=m.model_id,
-        model_version=m.model_version,
-        seq=1,
-        timestamp_ms=int(time.time() * 1000),
-        nonce=os.urandom(16),
-        hub_key_id=hub.state.identity.key_id,
-    )
-    payload = Tensor.from_numpy(hub.embedding, m.wire_dtype)
-    return envelope.seal(
-        header, payload, device_key=key, hub_key=hub.state.identity.encryption_key.public_key()
-    )
+    classical = hub.state.identity.encryption_key.public_key()
+    return sealed_in_suite(hub, device_id, key, envelope.HpkeSuiteId.X25519, classical)
 
 
 async def test_concurrent_copies_of_one_envelope_are_answered_once(hub: Hub) -> None:
@@ -116,8 +113,13 @@ async def test_concurrent_copies_of_one_envelope_are_answered_once(hub: Hub) -> 
     assert hub.state.service.store.counts().escalations == 1
 
 
-async def test_a_suite_the_hub_does_not_offer_is_refused_and_not_recorded(hub: Hub) -> None:
-    device_id, key = await enroll_device(hub)
+def sealed_in_suite(
+    hub: Hub,
+    device_id: uuid.UUID,
+    key: Ed25519PrivateKey,
+    suite: envelope.HpkeSuiteId,
+    hub_key: envelope.HubPublicKey,
+) -> bytes:
     m = hub.state.service.model.manifest
     header = envelope.EnvelopeHeader(
         device_id=device_id,
@@ -127,21 +129,50 @@ async def test_a_suite_the_hub_does_not_offer_is_refused_and_not_recorded(hub: H
         timestamp_ms=int(time.time() * 1000),
         nonce=os.urandom(16),
         hub_key_id=hub.state.identity.key_id,
-        suite=envelope.HpkeSuiteId.MLKEM768_X25519,
+        suite=suite,
     )
-    pq_key = hpke.MLKEM768X25519PrivateKey(
-        mlkem.MLKEM768PrivateKey.generate(), X25519PrivateKey.generate()
-    )
-    body = envelope.seal(
-        header,
-        Tensor.from_numpy(hub.embedding, m.wire_dtype),
-        device_key=key,
-        hub_key=pq_key.public_key(),
-    )
+    payload = Tensor.from_numpy(hub.embedding, m.wire_dtype)
+    return envelope.seal(header, payload, device_key=key, hub_key=hub_key)
+
+
+async def test_an_envelope_sealed_with_the_hybrid_post_quantum_suite_is_answered(hub: Hub) -> None:
+    device_id, key = await enroll_device(hub)
+    offered = {k.suite: k.public_key for k in hub.state.identity.offered}
+    hub_key = load_hub_public(MLKEM, offered[MLKEM])
+    body = sealed_in_suite(hub, device_id, key, MLKEM, hub_key)
     status, raw = await hub.post("/v1/escalate", body)
+    assert status == 200
+    signing = hub.state.identity.signing_key.public_key()
+    answer = verify_answer(raw, signing, expected_digest=request_digest(body))
+    assert answer.probabilities.to_numpy().shape == (hub.state.service.model.manifest.num_classes,)
+
+
+async def test_a_hybrid_envelope_sealed_to_another_key_is_not_decrypted(hub: Hub) -> None:
+    device_id, key = await enroll_device(hub)
+    other = HybridKey.generate().hpke_key.public_key()
+    status, raw = await hub.post("/v1/escalate", sealed_in_suite(hub, device_id, key, MLKEM, other))
     assert status == 400
-    assert ErrorBody.model_validate_json(raw).code is ErrorCode.UNSUPPORTED_SUITE
+    assert ErrorBody.model_validate_json(raw).code is ErrorCode.BAD_CIPHERTEXT
     assert hub.state.service.store.counts().escalations == 0
+
+
+async def test_a_suite_the_hub_does_not_accept_is_refused_and_not_recorded(
+    bundle_dir: Path, tmp_path: Path, clean_embedding: npt.NDArray[np.float32]
+) -> None:
+    config = HubConfig(
+        data_dir=migrated_data_dir(tmp_path),
+        models_dir=bundle_dir,
+        allow_simulated_tee=True,
+        hpke_suites=frozenset({MLKEM}),
+    )
+    async with running_hub(config, clean_embedding) as pq_only:
+        device_id, key = await enroll_device(pq_only)
+        classical = pq_only.state.identity.encryption_key.public_key()
+        body = sealed_in_suite(pq_only, device_id, key, envelope.HpkeSuiteId.X25519, classical)
+        status, raw = await pq_only.post("/v1/escalate", body)
+        assert status == 400
+        assert ErrorBody.model_validate_json(raw).code is ErrorCode.UNSUPPORTED_SUITE
+        assert pq_only.state.service.store.counts().escalations == 0
 
 
 async def test_many_devices_in_flight_are_all_recorded(hub: Hub) -> None:

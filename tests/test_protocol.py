@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from escalade_protocol import envelope
 from escalade_protocol.answer import Answer, sign_answer, verify_answer
 from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.hub_keys import HybridKey, load_hub_public
 from escalade_protocol.keys import Ed25519PrivateKey, X25519PrivateKey, hub_key_id, public_bytes
+from escalade_protocol.provenance import Revealed, open_reveal, seal_reveal
 from escalade_protocol.tensor import Tensor
 
 headers = st.builds(
@@ -242,3 +244,23 @@ def test_answer_signature_and_request_binding() -> None:
     with pytest.raises(ProtocolError) as info:
         verify_answer(signed, Ed25519PrivateKey.generate().public_key(), expected_digest=b"d" * 32)
     assert info.value.code is ErrorCode.BAD_SIGNATURE
+
+
+def test_an_audit_reveal_is_sealed_with_the_suite_of_its_escalation() -> None:
+    hybrid = HybridKey.generate()
+    public = load_hub_public(envelope.HpkeSuiteId.MLKEM768_X25519, hybrid.public_bytes())
+    revealed = Revealed(
+        salt=bytes(range(32)), input=Tensor.from_numpy(np.ones(8, np.float32), "float32")
+    )
+    digest = bytes(32)
+    sealed = seal_reveal(
+        revealed, public, request_digest=digest, suite=envelope.HpkeSuiteId.MLKEM768_X25519
+    )
+    opened = open_reveal(
+        sealed, hybrid.hpke_key, request_digest=digest, suite=envelope.HpkeSuiteId.MLKEM768_X25519
+    )
+    assert opened == revealed
+    # Opened as the classical suite (with its X25519 half), it does not decrypt.
+    with pytest.raises(ProtocolError) as caught:
+        open_reveal(sealed, hybrid.classical, request_digest=digest)
+    assert caught.value.code is ErrorCode.BAD_CIPHERTEXT

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
+from fake_kds import serve_kds
 from snp_synth import DEBUG_POLICY, DEFAULT_POLICY, MEASUREMENT, TCB, SnpPki
 
 from attestation import AppraisalPolicy, SnpEvidence, Status, Verdict, appraise
@@ -149,29 +147,6 @@ def test_policy_file_with_snp_keys(tmp_path: Path, pki: SnpPki) -> None:
 
 
 # --- KDS ---
-
-
-@asynccontextmanager
-async def serve_kds(docs: dict[str, bytes]) -> AsyncIterator[tuple[str, list[str]]]:
-    hits: list[str] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        key = request.path_qs.lstrip("/")
-        hits.append(key)
-        if key not in docs:
-            raise web.HTTPNotFound
-        return web.Response(body=docs[key])
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", hits
-    finally:
-        await runner.cleanup()
 
 
 def _real_kds_docs() -> tuple[bytes, dict[str, bytes]]:

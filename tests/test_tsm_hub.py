@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from dcap_synth import SyntheticPki
+from fake_kds import serve_kds
 from fake_tsm import FakeTsmTree
 from snp_synth import MEASUREMENT, SnpPki
 from tdx_synth import MR_TD, tdx_collateral, tdx_quote
@@ -29,6 +30,8 @@ from attestation.snp.certtable import (
     parse_cert_table,
 )
 from attestation.snp.errors import CertificateError
+from attestation.snp.kds import vcek_path
+from attestation.snp.report import Product, parse_report
 from attestation.tsm import NoTsmError, TsmAttester, TsmError
 from cloud_hub.attesters import SnpAttester
 from escalade.demo import infer
@@ -235,6 +238,65 @@ async def test_agent_uses_an_snp_hub_only_under_a_matching_policy(
             assert isinstance(bundle.evidence, SnpEvidence)
     served = [rd for rd in fake.served if rd != bytes(64)]
     assert len(set(served)) == len(served) >= 3
+
+
+@pytest.mark.timeout(120)
+async def test_an_snp_hub_without_a_host_certificate_table_serves_the_vcek_from_kds(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The host gives no auxblob: the hub fetches its VCEK, chain and CRL from a (loopback)
+    KDS, caches them, passes them on with every report, and serves them offline next start."""
+    pki = SnpPki(now=datetime.now(UTC))
+    ark = tmp_path / "test-ark.pem"
+    ark.write_bytes(pki.ark_pem())
+    probe = parse_report(pki.report())
+    docs = {
+        vcek_path(Product.MILAN, probe.chip_id, probe.reported_tcb(Product.MILAN)): pki.vcek_der(),
+        "vcek/v1/Milan/cert_chain": pki.chain_pem(),
+        "vcek/v1/Milan/crl": pki.crl(),
+    }
+    manifest = load_manifest(bundle_dir)
+    with np.load(verified_path(bundle_dir, manifest.test_split)) as data:
+        sample = np.asarray(data["X"][0], dtype=np.float32)
+    hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+
+    def no_table(report_data: bytes) -> tuple[bytes, bytes]:
+        return pki.report(report_data=report_data, measurement=MEASUREMENT), b""
+
+    policy = write_policy(tmp_path / "good.toml", measurement=MEASUREMENT, ark=ark)
+    with FakeTsmTree(tmp_path / "tsm", provider="sev_guest", make_evidence=no_table, requests=20):
+        await migrate_hub(hub_dir)
+        async with serve_kds(docs) as (kds_url, hits):
+            argv = hub_command(
+                hub_dir, bundle_dir, "--tee", "sev-snp", "--attestation-dir", str(tmp_path / "tsm"),
+                "--kds-url", kds_url,
+            )  # fmt: skip
+            async with service("hub", argv, log_dir=tmp_path) as hub:
+                await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
+                agent_argv = agent_command(agent_dir, bundle_dir, "--policy", str(policy))
+                async with (
+                    service("agent", agent_argv, log_dir=tmp_path) as agent,
+                    aiohttp.ClientSession() as http,
+                ):
+                    outcome = await infer(http, agent.url, sample, "hub")
+            assert outcome.response.source == "hub"
+            assert outcome.response.attestation is not None
+            assert outcome.response.attestation.status == "affirming"
+            assert sorted(hits) == sorted(docs)
+        # KDS gone: the next start reads the cache only.
+        offline = hub_command(
+            hub_dir, bundle_dir, "--tee", "sev-snp", "--attestation-dir", str(tmp_path / "tsm"),
+            "--kds-url", "offline",
+        )  # fmt: skip
+        async with (
+            service("hub-offline", offline, log_dir=tmp_path) as hub,
+            aiohttp.ClientSession() as http,
+            http.post(f"{hub.url}/v1/attestation", json={"nonce": "00" * 32}) as response,
+        ):
+            bundle = AttestationBundle.model_validate_json(await response.read())
+    assert isinstance(bundle.evidence, SnpEvidence)
+    assert bundle.evidence.vcek == pki.vcek_der()
+    assert bundle.evidence.crl == docs["vcek/v1/Milan/crl"]
 
 
 @pytest.mark.timeout(60)

@@ -25,9 +25,10 @@ from cloud_hub.audits.desk import AuditDesk, AuditPolicy, PendingAudit
 from cloud_hub.audits.reencoder import Reencoder
 from cloud_hub.audits.verdict import AuditOutcome, RevealVerdict, judge_reveal
 from cloud_hub.store import Device
+from escalade_protocol import envelope
 from escalade_protocol.device_reports import AuditReveal
-from escalade_protocol.errors import ProtocolError
-from escalade_protocol.keys import X25519PrivateKey
+from escalade_protocol.envelope import HpkeSuiteId, HubPrivateKey
+from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.provenance import open_reveal
 from escalade_protocol.tensor import Tensor
 
@@ -45,7 +46,7 @@ class Auditor:
         *,
         bundle_dir: Path,
         wire_dtype: str,
-        hub_key: X25519PrivateKey,
+        hub_keys: Callable[[HpkeSuiteId], HubPrivateKey | None],
         quarantine: Quarantine,
         counted: Counted = lambda _outcome: None,
         desk: AuditDesk | None = None,
@@ -53,7 +54,8 @@ class Auditor:
         self.desk = desk or AuditDesk(policy)
         self._bundle_dir = bundle_dir
         self._wire_dtype = wire_dtype
-        self._hub_key = hub_key
+        # The hub's key for each suite it accepts (`HubIdentity.private_for`).
+        self._hub_keys = hub_keys
         self._quarantine = quarantine
         self._counted = counted
         self._reencoder: Reencoder | None = None  # loaded when the first audit is asked
@@ -85,8 +87,15 @@ class Auditor:
         return verdict.outcome
 
     def _judge(self, pending: PendingAudit, sealed: bytes) -> RevealVerdict:
+        # The reveal is sealed with the suite of the escalation it answers.
+        suite = envelope.parse(pending.envelope).header.suite
+        hub_key = self._hub_keys(suite)
         try:
-            revealed = open_reveal(sealed, self._hub_key, request_digest=pending.request_digest)
+            if hub_key is None:
+                raise ProtocolError(ErrorCode.UNSUPPORTED_SUITE, f"suite {suite.name}")
+            revealed = open_reveal(
+                sealed, hub_key, request_digest=pending.request_digest, suite=suite
+            )
         except ProtocolError:
             return RevealVerdict(AuditOutcome.BAD_INPUT)
         sent = Tensor.from_numpy(pending.embedding, self._wire_dtype).encode()

@@ -132,6 +132,8 @@ def default_hub_args(
         # The sealed database can be reached only from inside the enclave, so the hub there
         # creates and migrates it itself (elsewhere an operator runs `cloud-hub migrate`).
         "--migrate",
+        # Its keys survive a restart of this same enclave (MRENCLAVE-sealed, docs/attestation.md).
+        "--seal-keys",
         *extra,
     ]
 

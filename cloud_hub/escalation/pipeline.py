@@ -131,12 +131,13 @@ class EscalationPipeline:
             raise refusal
         sealed = inspected.sealed
         sealed.verify_signature(verify_key or load_ed25519_public(device.public_key))
-        if sealed.header.suite is not envelope.HpkeSuiteId.X25519:
-            # The only suite this hub offers in its attested key bundle.
+        hub_key = self.identity.private_for(sealed.header.suite)
+        if hub_key is None:
+            # Not among the suites this hub accepts (its operator's minimum).
             raise ProtocolError(
                 ErrorCode.UNSUPPORTED_SUITE, f"HPKE suite {sealed.header.suite.name} is not offered"
             )
-        payload = sealed.open_payload(self.identity.encryption_key)
+        payload = sealed.open_payload(hub_key)
         return self._validated_embedding(payload.embedding)
 
     def conclude(self, inspected: Inspected, embedding: F32, probabilities: F32) -> Concluded:

@@ -142,7 +142,7 @@ class EscalationService:
             self.config.audit,
             bundle_dir=model.bundle_dir,
             wire_dtype=model.manifest.wire_dtype,
-            hub_key=identity.encryption_key,
+            hub_keys=identity.private_for,
             quarantine=self._quarantine,
             counted=lambda outcome: metrics.audits.labels(outcome.value).inc(),
         )
