@@ -75,11 +75,15 @@ class Fleet:
     async def healths(self) -> list[AgentHealth]:
         return [await health(self.http, a.url) for a in self.agents]
 
-    async def wait_bundle(self, state: str, digest: str, code: str = "") -> None:
+    async def wait_bundle(
+        self, state: str, digest: str, code: str = "", assigned: str | None = None
+    ) -> None:
         async def all_there() -> bool:
             for h in await self.healths():
                 b = h.bundle
                 if b is None or b.state != state or b.digest != digest or b.code != code:
+                    return False
+                if assigned is not None and b.assigned_digest != assigned:
                     return False
             return True
 
@@ -207,7 +211,9 @@ async def test_rollout_to_real_agents_refuses_and_rolls_back_with_no_failed_requ
             probe = await fleet.curl(
                 "POST", "/rollouts", {"bundle_digest": static_digest, "percent": 100}
             )
-            await fleet.wait_bundle("rolled_back", digest_of(v2), code="bundle_warmup_failed")
+            await fleet.wait_bundle(
+                "rolled_back", digest_of(v2), code="bundle_warmup_failed", assigned=static_digest
+            )
             for h in await fleet.healths():
                 assert h.bundle is not None
                 assert h.bundle.assigned_digest == static_digest
