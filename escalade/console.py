@@ -150,6 +150,22 @@ def print_poisoning_report(report: PoisoningReport) -> None:
     for a in audited:
         audits.add_row(a.name, a.strength, a.audit_reveal, f"{a.audit_rate:.1%}", _harm(a))
     out.print(audits)
+    groups = Table(title="Colluding groups: largest shift of each fleet statistic (whitened)")
+    for column in ("statistic", "colluders", "bound", "optimiser", "in band", "plain mean"):
+        groups.add_column(column, justify="left" if column == "statistic" else "right")
+    for g in report.influence:
+        if not g.learns_from_traffic:
+            groups.add_row(g.statistic, str(g.colluders), "0", "static", "static", "-")
+            continue
+        groups.add_row(
+            g.statistic,
+            str(g.colluders),
+            f"{g.bound:.4f}",
+            f"{g.measured_unconstrained:.4f}",
+            f"{g.measured_in_band:.4f}",
+            f"{g.plain_mean_in_band:.4f}",
+        )
+    out.print(groups)
     for h in report.honest_fleet:
         out.print(
             f"honest, audits at {h.audit_rate:.1%}: {h.false_quarantines} false quarantines of "

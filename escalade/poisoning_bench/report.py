@@ -62,6 +62,21 @@ class HonestFleetRow(_Model):
     worst_distance: float  # largest re-encoding distance of an honest audit (tolerance 0.01)
 
 
+class InfluenceRow(_Model):
+    """A colluding group against one fleet statistic (whitened units; `influence.py`)."""
+
+    statistic: str
+    learns_from_traffic: bool
+    colluders: int
+    honest_devices: int
+    bound: float  # what the code claims k colluders can move it by, at most
+    measured_unconstrained: float | None = None  # largest shift found, any colluder points
+    measured_in_band: float | None = None  # ... with every colluder's messages accepted
+    plain_mean_in_band: float | None = None  # baseline: those colluders against a plain mean
+    honest_flagged: int | None = None  # by the cohort sweep, the in-band colluders included
+    colluders_flagged: int | None = None
+
+
 class Latency(_Model):
     p50: float
     p99: float
@@ -82,6 +97,7 @@ class PoisoningReport(_Model):
     drift: DriftResult
     cohort: CohortResult
     honest_fleet: list[HonestFleetRow]
+    influence: list[InfluenceRow]
     audit_tolerance: float
     audit_cost_us: float  # hub cost of one audited message: open, recompute, re-encode, compare
     latency_us: Latency  # at d = 384, synthetic reference statistics

@@ -30,6 +30,7 @@ from escalade.poisoning_bench.audit_sim import (
     device_embeddings,
 )
 from escalade.poisoning_bench.harm import Harm, HarmSim
+from escalade.poisoning_bench.influence import FleetCentreAttack
 from escalade.poisoning_bench.latency import synthetic, time_checks
 from escalade.poisoning_bench.metrics import auroc, tpr_at_fpr
 from escalade.poisoning_bench.models import BundleModels, wire
@@ -201,6 +202,17 @@ def run_poisoning_bench(
         )
         step("harm before quarantine", 1, 1)
 
+        step("colluding groups", 0, 1)
+        centre = FleetCentreAttack(
+            models,
+            checker,
+            honest.astype(np.float64),
+            honest_devices=50 if quick else 100,
+            rng=rng,
+        )
+        influence = centre.rows()
+        step("colluding groups", 1, 1)
+
         step("latency", 0, 1)
         native, wide = _latency(checker, honest, models, 1000 if quick else 5000, rng)
         step("latency", 1, 1)
@@ -219,6 +231,7 @@ def run_poisoning_bench(
             cohort=cohort,
             attacks=harm.attacks,
             honest_fleet=harm.honest_fleet,
+            influence=influence,
             audit_tolerance=harm.tolerance,
             audit_cost_us=harm.cost_us,
             latency_us=wide,
