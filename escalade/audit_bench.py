@@ -160,7 +160,7 @@ def run_audit_bench(
     tolerance = AuditPolicy().tolerance
     reject_score = HubPolicy().reject_score
     judge = Judge(bundle_dir, manifest.wire_dtype, tolerance)
-    crafter = Crafter(judge, manifest.input_dim)
+    crafter = Crafter(judge, bundle_dir)
     x = models.x_test
     clean = models.embed(x)
     clean_answer = models.predict(clean)
@@ -172,7 +172,8 @@ def run_audit_bench(
         embeddings = wire(attack(clean.astype(np.float64), clean_answer, ctx))
         answer = models.predict(embeddings)
         answered = checker.check_batch(embeddings, answer).score <= reject_score
-        forged = crafter.forge(embeddings, answered, answered & (answer != clean_answer), rng)
+        flipped = answered & (answer != clean_answer)
+        forged = crafter.forge(embeddings, x, answered, flipped, rng)
         for rate in RATES:
             rows.extend(
                 population.attackers((name, strength), strategy, rate, forged)

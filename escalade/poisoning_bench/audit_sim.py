@@ -12,8 +12,9 @@ How an attacker answers an audit (`STRATEGIES`):
   embedding, not the forged one (encoding_mismatch).
 - ``refuse``: reveals nothing; quarantined when the deadline passes, `deadline_messages` later.
 - ``crafted_input``: reveals an input made to encode to the forged embedding (box-constrained
-  least squares through the encoder, linearised: exact for the linear demo encoders). It passes
-  re-encoding when the forged embedding has a preimage in the input domain.
+  nonlinear least squares through the encoder, from the real input: exact for the linear PCA
+  encoders). It passes re-encoding when the forged embedding has a preimage in the input domain
+  that the search finds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
-from scipy.optimize import lsq_linear
+from scipy.optimize import least_squares
 
 from cloud_hub.audits import AuditSampler, judge_reveal
 from cloud_hub.audits.reencoder import Reencoder
@@ -94,26 +95,6 @@ class Judge:
     def passes(self, sent: F32, revealed_input: F32) -> tuple[bool, float]:
         return self.judge(sent, *self.reveal(sent, revealed_input))
 
-    def linearised(self, dim: int) -> tuple[F64, F64]:
-        """The encoder as W x + b, read off its outputs (exact for the linear demo encoders)."""
-
-        def encode(features: F32) -> F64:
-            out = self.reencoder.embedding(Tensor.from_numpy(features, "float32"))
-            assert out is not None
-            return np.asarray(out, np.float64)
-
-        bias = encode(np.zeros(dim, np.float32))
-        unit = np.eye(dim, dtype=np.float32)
-        return np.stack([encode(unit[i]) - bias for i in range(dim)], axis=1), bias
-
-
-def craft(w: F64, b: F64, targets: F32, low: float, high: float) -> F32:
-    """Inputs in [low, high] whose linearised encodings come closest to `targets`."""
-    out = np.empty((len(targets), w.shape[1]), np.float32)
-    for i, target in enumerate(targets):
-        out[i] = lsq_linear(w, target.astype(np.float64) - b, bounds=(low, high)).x
-    return out
-
 
 @dataclass(frozen=True)
 class Forged:
@@ -127,28 +108,61 @@ class Forged:
 
 
 class Crafter:
-    """The crafted-input attacker: the encoder linearised once, preimages in the input domain."""
+    """The crafted-input attacker: for each forged embedding, an input in the bundle's domain
+    whose encoding comes closest to it (bounded nonlinear least squares through the encoder
+    itself, from the real input; exact for linear encoders, a local optimum for the MLP)."""
 
-    def __init__(self, judge: Judge, input_dim: int) -> None:
+    def __init__(self, judge: Judge, bundle_dir: Path) -> None:
         self.judge = judge
         domain = judge.reencoder.domain
         self.low, self.high = (domain.low, domain.high) if domain else (-np.inf, np.inf)
-        self.w, self.b = judge.linearised(input_dim)
+        manifest = load_manifest(bundle_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(verified_path(bundle_dir, manifest.encoder)),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+        )
+
+    def _encode(self, x: F64) -> F64:
+        (out,) = self._session.run([EMBEDDING], {ENCODER_INPUT: np.asarray(x, np.float32)})
+        return np.asarray(out, np.float64)
+
+    def craft(self, target: F32, start: F32) -> F32:
+        """One input in [low, high] whose encoding comes closest to `target`."""
+        dim = len(start)
+        # Central differences, one batched encoder run per Jacobian (2 d rows).
+        h = 1e-2 * max(1.0, float(np.abs(start).max()))
+        eye = h * np.eye(dim)
+
+        def residual(u: F64) -> F64:
+            return np.asarray(self._encode(u[None, :])[0] - target, np.float64)
+
+        def jacobian(u: F64) -> F64:
+            out = self._encode(np.concatenate([u + eye, u - eye]))
+            return np.asarray((out[:dim] - out[dim:]).T / (2 * h), np.float64)
+
+        x0 = np.clip(start.astype(np.float64), self.low, self.high)
+        fit = least_squares(
+            residual, x0, jac=jacobian, bounds=(self.low, self.high), method="trf", max_nfev=50
+        )
+        return np.asarray(fit.x, np.float32)
 
     def forge(
         self,
         embeddings: F32,
+        inputs: F32,
         answered: NDArray[np.bool_],
         flipped: NDArray[np.bool_],
         rng: np.random.Generator,
     ) -> Forged:
         """`Forged`, with the crafted reveals of a sample judged by the hub's code."""
-        sample = rng.choice(
-            len(embeddings), size=min(CRAFTED_SAMPLE, len(embeddings)), replace=False
-        )
-        crafted = craft(self.w, self.b, embeddings[sample], self.low, self.high)
+        size = min(CRAFTED_SAMPLE, len(embeddings))
+        sample = rng.choice(len(embeddings), size=size, replace=False)
         passes = [
-            self.judge.passes(embeddings[i], c)[0] for i, c in zip(sample, crafted, strict=True)
+            self.judge.passes(embeddings[i], self.craft(embeddings[i], inputs[i]))[0]
+            for i in sample
         ]
         return Forged(embeddings, answered, flipped, float(np.mean(passes)))
 

@@ -332,7 +332,7 @@ def _harm_stage(
     judge = Judge(path, models.manifest.wire_dtype, policy.tolerance)
     stream = AuditedStream(judge, AuditSampler(), models.x_test, DEADLINE_MESSAGES, rng)
     sim = HarmSim(params, stream, 8 if quick else ATTACKERS, messages)
-    attacks = _with_harm(rows, attacked, sim, Crafter(judge, models.manifest.input_dim))
+    attacks = _with_harm(rows, attacked, sim, Crafter(judge, path))
     honest_fleet = sim.honest(
         pools,
         honest_inputs,
@@ -359,9 +359,8 @@ def _with_harm(
         out.append(row if a is None else _harmed(row, sim.attackers(a.results, a.forged)))
     for key in AUDITED:
         a = by_key[key]
-        forged = crafter.forge(
-            a.forged.embeddings, a.forged.answered, a.forged.flipped, sim.stream.rng
-        )
+        f = a.forged
+        forged = crafter.forge(f.embeddings, sim.stream.x, f.answered, f.flipped, sim.stream.rng)
         for rate in RATES:
             for strategy in STRATEGIES:
                 harm = sim.attackers(a.results, forged, rate=rate, strategy=strategy)
