@@ -145,10 +145,18 @@ def print_poisoning_report(report: PoisoningReport) -> None:
             )
     out.print(table)
     audits = Table(title="Attackers that answer audits: harm before quarantine")
-    for column in ("attack", "strength", "reveals", "audit rate", "harm before quarantine"):
-        audits.add_column(column, justify="right" if column == "harm before quarantine" else "left")
+    right = ("quarantined by 300", "harm before quarantine")
+    for column in ("attack", "strength", "reveals", "audit rate", *right):
+        audits.add_column(column, justify="right" if column in right else "left")
     for a in audited:
-        audits.add_row(a.name, a.strength, a.audit_reveal, f"{a.audit_rate:.1%}", _harm(a))
+        audits.add_row(
+            a.name,
+            a.strength,
+            a.audit_reveal,
+            f"{a.audit_rate:.1%}",
+            f"{a.quarantined_within_300:.0%}",
+            _harm(a),
+        )
     out.print(audits)
     groups = Table(title="Colluding groups: largest shift of each fleet statistic (whitened)")
     for column in ("statistic", "colluders", "bound", "optimiser", "in band", "plain mean"):

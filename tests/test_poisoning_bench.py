@@ -100,6 +100,7 @@ def test_every_attack_entry_says_its_harm_before_quarantine(
         m = row["messages_to_quarantine"]
         assert m is None or 1 <= m <= report[0].drift.messages_per_device
         assert row["flipped_before_quarantine"] >= 0
+        assert 0 <= row["quarantined_within_300"] <= row["quarantined_share"]
     # Refused outright, every message: quarantined by reputation, never answered wrongly.
     (x10,) = [a for a in report[0].attacks if (a.name, a.strength) == ("scaling", "x10")]
     assert x10.quarantined_share == 1.0

@@ -24,6 +24,8 @@ from escalade.poisoning_bench.report import HonestFleetRow
 from escalade.poisoning_bench.streams import quarantined_after
 
 F32 = NDArray[np.float32]
+# The target: quarantined with proof within 300 messages (at a 1% audit rate).
+TARGET_MESSAGES = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class Harm:
     devices: int
     messages_to_quarantine: float | None  # median over devices; None: most never within the run
     quarantined_share: float
+    quarantined_by_target: float  # share quarantined within TARGET_MESSAGES
     flipped_before_quarantine: float  # mean per attacker device
 
 
@@ -77,6 +80,7 @@ class HarmSim:
             devices=self.devices,
             messages_to_quarantine=median if math.isfinite(median) else None,
             quarantined_share=round(float(np.isfinite(at).mean()), 4),
+            quarantined_by_target=round(float((np.asarray(at) <= TARGET_MESSAGES).mean()), 4),
             flipped_before_quarantine=round(float(np.mean(harm)), 1),
         )
 

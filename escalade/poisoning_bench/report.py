@@ -27,6 +27,7 @@ class AttackResult(_Model):
     attacker_devices: int = 0
     messages_to_quarantine: float | None = None  # median over attackers; None: never in the run
     quarantined_share: float = 0.0
+    quarantined_within_300: float = 0.0  # the target: within 300 messages
     flipped_before_quarantine: float = 0.0  # harm: flipped answers per attacker before it
 
 

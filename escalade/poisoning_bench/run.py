@@ -376,6 +376,7 @@ def _harmed(row: AttackResult, harm: Harm) -> AttackResult:
             "attacker_devices": harm.devices,
             "messages_to_quarantine": harm.messages_to_quarantine,
             "quarantined_share": harm.quarantined_share,
+            "quarantined_within_300": harm.quarantined_by_target,
             "flipped_before_quarantine": harm.flipped_before_quarantine,
         }
     )
