@@ -12,9 +12,9 @@ How an attacker answers an audit (`STRATEGIES`):
   embedding, not the forged one (encoding_mismatch).
 - ``refuse``: reveals nothing; quarantined when the deadline passes, `deadline_messages` later.
 - ``crafted_input``: reveals an input made to encode to the forged embedding (box-constrained
-  nonlinear least squares through the encoder, from the real input: exact for the linear PCA
-  encoders). It passes re-encoding when the forged embedding has a preimage in the input domain
-  that the search finds.
+  Gauss-Newton through the encoder, from the real input: exact for the linear PCA encoders).
+  It passes re-encoding when the forged embedding has a preimage in the input domain that the
+  search finds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
-from scipy.optimize import least_squares
+from scipy.optimize import lsq_linear
 
 from cloud_hub.audits import AuditSampler, judge_reveal
 from cloud_hub.audits.reencoder import Reencoder
@@ -43,6 +43,7 @@ RATES = (0.005, 0.01, 0.02, 0.05)
 STRATEGIES = ("honest_input", "refuse", "crafted_input")
 # Crafted reveals judged for real per attack; their pass share stands for every crafted audit.
 CRAFTED_SAMPLE = 100
+CRAFT_ITERATIONS = 10  # Gauss-Newton steps toward one crafted preimage
 
 
 def device_embeddings(bundle_dir: Path, x: F32) -> F32:
@@ -109,8 +110,7 @@ class Forged:
 
 class Crafter:
     """The crafted-input attacker: for each forged embedding, an input in the bundle's domain
-    whose encoding comes closest to it (bounded nonlinear least squares through the encoder
-    itself, from the real input; exact for linear encoders, a local optimum for the MLP)."""
+    whose encoding comes closest to it, searched through the encoder itself."""
 
     def __init__(self, judge: Judge, bundle_dir: Path) -> None:
         self.judge = judge
@@ -130,24 +130,33 @@ class Crafter:
         return np.asarray(out, np.float64)
 
     def craft(self, target: F32, start: F32) -> F32:
-        """One input in [low, high] whose encoding comes closest to `target`."""
+        """One input in [low, high] whose encoding comes closest to `target`: bounded
+        Gauss-Newton from `start` (one step for a linear encoder), halving steps that do not
+        help (the MLP's ReLUs make the linearisation local)."""
         dim = len(start)
         # Central differences, one batched encoder run per Jacobian (2 d rows).
         h = 1e-2 * max(1.0, float(np.abs(start).max()))
         eye = h * np.eye(dim)
-
-        def residual(u: F64) -> F64:
-            return np.asarray(self._encode(u[None, :])[0] - target, np.float64)
-
-        def jacobian(u: F64) -> F64:
-            out = self._encode(np.concatenate([u + eye, u - eye]))
-            return np.asarray((out[:dim] - out[dim:]).T / (2 * h), np.float64)
-
-        x0 = np.clip(start.astype(np.float64), self.low, self.high)
-        fit = least_squares(
-            residual, x0, jac=jacobian, bounds=(self.low, self.high), method="trf", max_nfev=50
-        )
-        return np.asarray(fit.x, np.float32)
+        goal = target.astype(np.float64)
+        u = np.clip(start.astype(np.float64), self.low, self.high)
+        error = float(np.linalg.norm(self._encode(u[None, :])[0] - goal))
+        for _ in range(CRAFT_ITERATIONS):
+            out = self._encode(np.concatenate([u + eye, u - eye, u[None, :]]))
+            jacobian = (out[:dim] - out[dim : 2 * dim]).T / (2 * h)
+            bounds = (self.low - u, self.high - u)
+            step = lsq_linear(jacobian, goal - out[-1], bounds=bounds).x
+            for _ in range(4):
+                trial = np.clip(u + step, self.low, self.high)
+                trial_error = float(np.linalg.norm(self._encode(trial[None, :])[0] - goal))
+                if trial_error < error:
+                    u, error = trial, trial_error
+                    break
+                step = step / 2
+            else:
+                break
+            if error <= 1e-4 * float(np.linalg.norm(goal)):
+                break
+        return np.asarray(u, np.float32)
 
     def forge(
         self,
