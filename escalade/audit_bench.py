@@ -13,7 +13,6 @@ two threads) after the float16 wire trip: they must never be quarantined.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +24,12 @@ from pydantic import BaseModel, ConfigDict
 from cloud_hub.audits import AuditPolicy, AuditSampler
 from cloud_hub.poisoning import EmbeddingChecker
 from cloud_hub.poisoning.reference import ReferenceStats
+from cloud_hub.poisoning.reputation import ReputationParams
 from cloud_hub.store.policies import HubPolicy
 from escalade.poisoning_bench import attacks as atk
-from escalade.poisoning_bench.audit_sim import (
-    RATES,
-    STRATEGIES,
-    AuditedStream,
-    Crafter,
-    Forged,
-    Judge,
-    device_embeddings,
-)
+from escalade.poisoning_bench import audit_sim as sim
+from escalade.poisoning_bench.audit_sim import AuditedStream, Forged
+from escalade.poisoning_bench.harm import HarmSim
 from escalade.poisoning_bench.models import BundleModels, wire
 
 F32 = NDArray[np.float32]
@@ -98,26 +92,17 @@ class _Population:
     def attackers(
         self, attack: tuple[str, str], strategy: str, rate: float, forged: Forged
     ) -> AuditAttackRow:
-        to_quarantine: list[float] = []
-        harm: list[int] = []
-        rng = self.stream.rng
-        for _ in range(self.devices):
-            inputs = rng.integers(0, len(self.stream.x), size=self.messages)
-            caught_at = self.stream.caught_at(strategy, rate, forged, inputs, self.messages)
-            within = caught_at is not None and caught_at <= self.messages
-            stop = caught_at if caught_at is not None and within else self.messages
-            to_quarantine.append(float(stop) if within else math.inf)
-            harm.append(int(forged.flipped[inputs[:stop]].sum()))
-        median = float(np.median(to_quarantine))
+        sim = HarmSim(ReputationParams(), self.stream, self.devices, self.messages)
+        harm = sim.attackers(None, forged, rate=rate, strategy=strategy)
         return AuditAttackRow(
             attack=attack[0],
             strength=attack[1],
             strategy=strategy,
             audit_rate=rate,
             devices=self.devices,
-            messages_to_quarantine=median if math.isfinite(median) else None,
-            quarantined_share=round(float(np.isfinite(to_quarantine).mean()), 4),
-            flipped_before_quarantine=round(float(np.mean(harm)), 1),
+            messages_to_quarantine=harm.messages_to_quarantine,
+            quarantined_share=harm.quarantined_share,
+            flipped_before_quarantine=harm.flipped_before_quarantine,
             reveal_passes=round(forged.crafted_passes, 4) if strategy == "crafted_input" else None,
         )
 
@@ -159,8 +144,8 @@ def run_audit_bench(
     checker = EmbeddingChecker(stats)
     tolerance = AuditPolicy().tolerance
     reject_score = HubPolicy().reject_score
-    judge = Judge(bundle_dir, manifest.wire_dtype, tolerance)
-    crafter = Crafter(judge, bundle_dir)
+    judge = sim.Judge(bundle_dir, manifest.wire_dtype, tolerance)
+    crafter = sim.Crafter(judge, bundle_dir)
     x = models.x_test
     clean = models.embed(x)
     clean_answer = models.predict(clean)
@@ -174,15 +159,15 @@ def run_audit_bench(
         answered = checker.check_batch(embeddings, answer).score <= reject_score
         flipped = answered & (answer != clean_answer)
         forged = crafter.forge(embeddings, x, answered, flipped, rng)
-        for rate in RATES:
+        for rate in sim.RATES:
             rows.extend(
                 population.attackers((name, strength), strategy, rate, forged)
-                for strategy in STRATEGIES
+                for strategy in sim.STRATEGIES
             )
 
-    honest_wire = wire(device_embeddings(bundle_dir, x))
+    honest_wire = wire(sim.device_embeddings(bundle_dir, x))
     honest_population = _Population(stream, honest_devices, messages)
-    honest = [honest_population.honest(rate, honest_wire) for rate in RATES]
+    honest = [honest_population.honest(rate, honest_wire) for rate in sim.RATES]
 
     timings = []
     for i in range(200):

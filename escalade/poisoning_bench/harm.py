@@ -50,19 +50,24 @@ class HarmSim:
 
     def attackers(
         self,
-        results: Sequence[CheckResult],
+        results: Sequence[CheckResult] | None,
         forged: Forged,
         *,
         rate: float = 0.0,
         strategy: str | None = None,
     ) -> Harm:
-        """Reputation alone when `strategy` is None (audits off), else reputation and audits."""
+        """Reputation alone when `strategy` is None (audits off), else reputation and audits;
+        audits alone when `results` is None (no check results: reputation off)."""
         at: list[float] = []
         harm: list[int] = []
         rng = self.stream.rng
         for _ in range(self.devices):
-            inputs = rng.integers(0, len(results), size=self.messages)
-            by_reputation = quarantined_after([results[k] for k in inputs], self.params)
+            inputs = rng.integers(0, len(forged.embeddings), size=self.messages)
+            by_reputation = (
+                None
+                if results is None
+                else quarantined_after([results[k] for k in inputs], self.params)
+            )
             by_audit = (
                 None
                 if strategy is None
