@@ -117,7 +117,10 @@ def print_verdict(report: VerdictReport) -> None:
 
 
 def _harm(a: AttackResult) -> str:
-    """Flipped answers per attacker, and when it was quarantined (median message)."""
+    """Flipped answers per attacker, and when it was quarantined (median message); "-" where
+    no attacker device was simulated (refused by the pipeline, or honest traffic)."""
+    if a.attacker_devices == 0:
+        return "-"
     m = a.messages_to_quarantine
     when = "never quarantined" if m is None else f"quarantined at {m:g}"
     return f"{a.flipped_before_quarantine:g} ({when})"
