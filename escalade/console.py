@@ -23,6 +23,7 @@ from escalade.demo import DemoReport, Percentiles
 if TYPE_CHECKING:
     # The benchmark needs the `models` extra; the console must not.
     from escalade.poisoning_bench import PoisoningReport
+    from escalade.poisoning_bench.report import AttackResult
 
 console = Console(stderr=True)
 
@@ -115,23 +116,72 @@ def print_verdict(report: VerdictReport) -> None:
         out.print(f"[yellow]  ~ relaxed: {relaxation}[/]")
 
 
+def _harm(a: AttackResult) -> str:
+    """Flipped answers per attacker, and when it was quarantined (median message); "-" where
+    no attacker device was simulated (refused by the pipeline, or honest traffic)."""
+    if a.attacker_devices == 0:
+        return "-"
+    m = a.messages_to_quarantine
+    when = "never quarantined" if m is None else f"quarantined at {m:g}"
+    return f"{a.flipped_before_quarantine:g} ({when})"
+
+
 def print_poisoning_report(report: PoisoningReport) -> None:
     out = Console()
     table = Table(
         title=f"Poisoning checks under attack: {report.dataset}, d={report.embedding_dim}"
     )
-    for column in ("attack", "strength", "AUROC", "TPR@1%", "TPR@0.1%", "undetected success"):
+    columns = ("attack", "strength", "AUROC", "TPR@1%", "TPR@0.1%", "undetected success")
+    for column in (*columns, "harm before quarantine"):
         table.add_column(column, justify="left" if column in ("attack", "strength") else "right")
+    audited = [a for a in report.attacks if a.audit_reveal is not None]
     for a in report.attacks:
-        table.add_row(
+        if a.audit_reveal is None:
+            table.add_row(
+                a.name,
+                a.strength,
+                f"{a.auroc:.3f}",
+                f"{a.tpr_at_1pct_fpr:.3f}",
+                f"{a.tpr_at_01pct_fpr:.3f}",
+                f"{a.undetected_success_rate:.3f}",
+                _harm(a),
+            )
+    out.print(table)
+    audits = Table(title="Attackers that answer audits: harm before quarantine")
+    right = ("quarantined by 300", "harm before quarantine")
+    for column in ("attack", "strength", "reveals", "audit rate", *right):
+        audits.add_column(column, justify="right" if column in right else "left")
+    for a in audited:
+        audits.add_row(
             a.name,
             a.strength,
-            f"{a.auroc:.3f}",
-            f"{a.tpr_at_1pct_fpr:.3f}",
-            f"{a.tpr_at_01pct_fpr:.3f}",
-            f"{a.undetected_success_rate:.3f}",
+            a.audit_reveal,
+            f"{a.audit_rate:.1%}",
+            f"{a.quarantined_within_300:.0%}",
+            _harm(a),
         )
-    out.print(table)
+    out.print(audits)
+    groups = Table(title="Colluding groups: largest shift of each fleet statistic (whitened)")
+    for column in ("statistic", "colluders", "bound", "optimiser", "in band", "plain mean"):
+        groups.add_column(column, justify="left" if column == "statistic" else "right")
+    for g in report.influence:
+        if not g.learns_from_traffic:
+            groups.add_row(g.statistic, str(g.colluders), "0", "static", "static", "-")
+            continue
+        groups.add_row(
+            g.statistic,
+            str(g.colluders),
+            f"{g.bound:.4f}",
+            f"{g.measured_unconstrained:.4f}",
+            f"{g.measured_in_band:.4f}",
+            f"{g.plain_mean_in_band:.4f}",
+        )
+    out.print(groups)
+    for h in report.honest_fleet:
+        out.print(
+            f"honest, audits at {h.audit_rate:.1%}: {h.false_quarantines} false quarantines of "
+            f"{h.devices} devices x {h.messages} messages ({h.audits} audits)"
+        )
     d = report.drift
     out.print(
         f"slow drift: quarantined after {d.messages_to_quarantine} messages (worst device); "

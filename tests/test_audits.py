@@ -36,6 +36,8 @@ from cloud_hub.store.policies import HubPolicy, save_policy
 from edge_agent.audit_store import AUDIT_KEY_FILE, AUDIT_STORE_FILE, AuditStore
 from escalade.audit_bench import run_audit_bench
 from escalade.demo import infer
+from escalade.poisoning_bench.audit_sim import Crafter, Judge
+from escalade.poisoning_bench.models import BundleModels
 from escalade.procs import (
     agent_command,
     enroll_agent,
@@ -315,6 +317,28 @@ async def test_an_audit_catches_an_encoder_no_statistic_flags(
 
 
 # --- the benchmark -------------------------------------------------------------------------------
+
+
+def test_a_crafted_preimage_of_a_linear_encoder_passes_the_audit(bundle_dir: Path) -> None:
+    """The known limit, measured rather than assumed: for the PCA demo encoder a forged
+    embedding near a clean one has a preimage inside the input domain, the crafter finds it,
+    and the hub's own re-encoding accepts it; the input it reveals is not the real one."""
+    models = BundleModels(bundle_dir)
+    judge = Judge(bundle_dir, models.manifest.wire_dtype, AuditPolicy().tolerance)
+    crafter = Crafter(judge, bundle_dir)
+    x = models.x_test[:20]
+    clean = models.embed(x)
+    rng = np.random.default_rng(0)
+    forged = (clean + 0.2 * rng.standard_normal(clean.shape)).astype(np.float32)
+    passed = 0
+    for i in range(len(x)):
+        crafted = crafter.craft(forged[i], x[i])
+        assert crafter.low <= crafted.min()
+        assert crafted.max() <= crafter.high
+        passed += judge.passes(forged[i], crafted)[0]
+        # The true input does not pass for the forged embedding.
+        assert not judge.passes(forged[i], x[i])[0]
+    assert passed >= 18
 
 
 def test_the_audit_bench_reports_what_the_hub_would_decide(bundle_dir: Path) -> None:

@@ -35,6 +35,12 @@ def scaling(factor: float) -> Attack:
     return lambda x, _labels, _ctx: x * factor
 
 
+def sign_flip() -> Attack:
+    """x -> -x: norm and both Mahalanobis distances unchanged (the encoders centre their
+    output), so only the reflection tier can tell; flips nearly every answer."""
+    return lambda x, _labels, _ctx: -x
+
+
 def noise(snr_db: float) -> Attack:
     """Isotropic Gaussian noise at a signal-to-noise ratio (per-coordinate power)."""
 

@@ -6,18 +6,31 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from cloud_hub.audits import AuditPolicy, AuditSampler
 from cloud_hub.poisoning.checks import CheckResult, EmbeddingChecker
 from cloud_hub.poisoning.knn import KnnAuditor
 from cloud_hub.poisoning.reference import ReferenceStats
 from cloud_hub.poisoning.reputation import ReputationParams, calibrate
+from cloud_hub.store.policies import HubPolicy
 from escalade.poisoning_bench import attacks as atk
+from escalade.poisoning_bench.audit_sim import (
+    RATES,
+    STRATEGIES,
+    AuditedStream,
+    Crafter,
+    Forged,
+    Judge,
+    device_embeddings,
+)
+from escalade.poisoning_bench.harm import Harm, HarmSim
+from escalade.poisoning_bench.influence import FleetCentreAttack
 from escalade.poisoning_bench.latency import synthetic, time_checks
 from escalade.poisoning_bench.metrics import auroc, tpr_at_fpr
 from escalade.poisoning_bench.models import BundleModels, wire
@@ -26,6 +39,7 @@ from escalade.poisoning_bench.report import (
     AttackResult,
     CohortResult,
     DriftResult,
+    HonestFleetRow,
     Latency,
     PoisoningReport,
 )
@@ -48,6 +62,7 @@ DRIFT_MESSAGES = 1000  # the slow-drift attack reaches full strength at this mes
 
 ATTACKS: tuple[tuple[str, str, atk.Attack], ...] = (
     *(("scaling", f"x{f:g}", atk.scaling(f)) for f in (0.5, 2.0, 10.0)),
+    ("sign_flip", "x-1", atk.sign_flip()),
     *(("noise", f"snr_{s:g}db", atk.noise(s)) for s in (20.0, 10.0, 0.0, -10.0)),
     *(("random", k, atk.random_vectors(k)) for k in ("gaussian_same_norm", "uniform")),
     *(("centroid_shift", f"alpha_{a:g}", atk.centroid_shift(a)) for a in (0.05, 0.2, 0.4, 0.6)),
@@ -55,14 +70,24 @@ ATTACKS: tuple[tuple[str, str, atk.Attack], ...] = (
     *(("gradient", f"l2_{e:g}", atk.gradient(e)) for e in (0.5, 1.0, 2.0)),
     ("mimicry", "l2_2", atk.mimicry(2.0)),
 )
+# The attacks no per-message statistic sees: their attackers also answer audits, each way.
+AUDITED = (
+    ("gradient", "l2_1"),
+    ("gradient", "l2_2"),
+    ("mimicry", "l2_2"),
+    ("class_offset", "alpha_0.6"),
+)
 CAUGHT_BY = {
     "malformed": "structural tier (dtype, shape, finite)",
     "replay": "nonce check (unique device + nonce record)",
     "natural_drift": "none expected: honest traffic",
+    "sign_flip": "reflection tier",
 }
 
 
 KNN_BANK = 10_000
+ATTACKERS = 50  # attacker devices per row of harm before quarantine
+DEADLINE_MESSAGES = 120  # a refused reveal quarantines this many messages after its audit
 
 
 def _noop(description: str, done: int, total: int) -> None:
@@ -117,16 +142,17 @@ def run_poisoning_bench(
         clean = models.embed(models.x_test)
         clean_answer = models.predict(clean)
         clean_flag_rate = float(1 - checker.check_batch(clean, clean_answer).passed.mean())
-        x_test = np.tile(models.x_test, (variants, 1))
-        honest = models.embed(_vary(x_test, 1.0, HONEST_PIXEL_NOISE, rng))
+        honest_inputs = _vary(np.tile(models.x_test, (variants, 1)), 1.0, HONEST_PIXEL_NOISE, rng)
+        honest = models.embed(honest_inputs)
         honest_scores = checker.check_batch(honest, models.predict(honest))
         negatives = honest_scores.score
         params = calibrate(honest_scores.score, honest_scores.passed)
         step("honest traffic", 1, 1)
 
-        results = _statistical_attacks(
+        attacked = _statistical_attacks(
             models, checker, clean=clean, honest=honest, negatives=negatives, ctx=ctx, step=step
         )
+        results = [a.row for a in attacked]
 
         step("pipeline: malformed and replay", 0, 1)
         with tempfile.TemporaryDirectory(prefix="escalade-poisoning-db-") as db:
@@ -160,6 +186,33 @@ def run_poisoning_bench(
         cohort = _cohort(stats, honest, quick, rng)
         step("cohort", 1, 1)
 
+        step("harm before quarantine", 0, 1)
+        harm = _harm_stage(
+            path,
+            models,
+            params,
+            results,
+            attacked,
+            pools=pools,
+            honest_inputs=honest_inputs,
+            honest=honest,
+            fleet=(devices, messages),
+            quick=quick,
+            rng=rng,
+        )
+        step("harm before quarantine", 1, 1)
+
+        step("colluding groups", 0, 1)
+        centre = FleetCentreAttack(
+            models,
+            checker,
+            honest.astype(np.float64),
+            honest_devices=50 if quick else 100,
+            rng=rng,
+        )
+        influence = centre.rows()
+        step("colluding groups", 1, 1)
+
         step("latency", 0, 1)
         native, wide = _latency(checker, honest, models, 1000 if quick else 5000, rng)
         step("latency", 1, 1)
@@ -174,9 +227,13 @@ def run_poisoning_bench(
             clean_flag_rate=round(clean_flag_rate, 4),
             honest_flag_rate=round(float(1 - honest_scores.passed.mean()), 4),
             reputation={k: float(v) for k, v in asdict(params).items()},
-            attacks=results,
             drift=drift,
             cohort=cohort,
+            attacks=harm.attacks,
+            honest_fleet=harm.honest_fleet,
+            influence=influence,
+            audit_tolerance=harm.tolerance,
+            audit_cost_us=harm.cost_us,
             latency_us=wide,
             latency_us_native=native,
             seconds=round(time.perf_counter() - started, 1),
@@ -199,6 +256,16 @@ def _row(
     )
 
 
+@dataclass(frozen=True)
+class _Attacked:
+    """One attack on every clean test embedding: its detection row, what the hub would do
+    with each message (check results), and the forged vectors with their harm."""
+
+    row: AttackResult
+    results: list[CheckResult]
+    forged: Forged
+
+
 def _statistical_attacks(
     models: BundleModels,
     checker: EmbeddingChecker,
@@ -208,12 +275,13 @@ def _statistical_attacks(
     negatives: F64,
     ctx: atk.Context,
     step: StepCallback,
-) -> list[AttackResult]:
+) -> list[_Attacked]:
     """Every crafted-vector attack on the clean test embeddings, scored against honest ones."""
     knn = _knn_auditor(models, ctx.stats)
     knn_negatives = knn.distances(honest)
     clean_answer = models.predict(clean)
-    rows: list[AttackResult] = []
+    reject_score = HubPolicy().reject_score
+    out: list[_Attacked] = []
     for i, (name, strength, attack) in enumerate(ATTACKS):
         step("attacks", i, len(ATTACKS))
         adv = wire(attack(clean.astype(np.float64), clean_answer, ctx))
@@ -223,9 +291,107 @@ def _statistical_attacks(
         flagged = float(1 - scores.passed.mean())
         row = _row(name, strength, negatives, scores.score, flagged=flagged, success=success)
         knn_tpr = round(tpr_at_fpr(knn_negatives, knn.distances(adv), 0.01), 4)
-        rows.append(row.model_copy(update={"knn_tpr_at_1pct_fpr": knn_tpr}))
+        answered = scores.score <= reject_score
+        out.append(
+            _Attacked(
+                row.model_copy(update={"knn_tpr_at_1pct_fpr": knn_tpr}),
+                [scores.result(j) for j in range(len(adv))],
+                Forged(adv, answered, answered & (answer != clean_answer), crafted_passes=0.0),
+            )
+        )
     step("attacks", len(ATTACKS), len(ATTACKS))
-    return rows
+    return out
+
+
+@dataclass(frozen=True)
+class _HarmStage:
+    attacks: list[AttackResult]
+    honest_fleet: list[HonestFleetRow]
+    tolerance: float
+    cost_us: float
+
+
+def _harm_stage(
+    path: Path,
+    models: BundleModels,
+    params: ReputationParams,
+    rows: list[AttackResult],
+    attacked: list[_Attacked],
+    *,
+    pools: list[list[CheckResult]],
+    honest_inputs: F32,
+    honest: F32,
+    fleet: tuple[int, int],
+    quick: bool,
+    rng: np.random.Generator,
+) -> _HarmStage:
+    """Attacker devices against reputation and audits; honest ones (`fleet`: devices x
+    messages, half with natural drift) for false quarantines, audits off and at every rate."""
+    devices, messages = fleet
+    policy = AuditPolicy()
+    judge = Judge(path, models.manifest.wire_dtype, policy.tolerance)
+    stream = AuditedStream(judge, AuditSampler(), models.x_test, DEADLINE_MESSAGES, rng)
+    sim = HarmSim(params, stream, 8 if quick else ATTACKERS, messages)
+    attacks = _with_harm(rows, attacked, sim, Crafter(judge, path))
+    honest_fleet = sim.honest(
+        pools,
+        honest_inputs,
+        wire(device_embeddings(path, honest_inputs)),
+        rates=(0.0, *RATES),
+        devices=devices,
+        drifting=devices // 2,
+    )
+    return _HarmStage(
+        attacks, honest_fleet, policy.tolerance, _audit_cost(judge, honest, honest_inputs)
+    )
+
+
+def _with_harm(
+    rows: list[AttackResult], attacked: list[_Attacked], sim: HarmSim, crafter: Crafter
+) -> list[AttackResult]:
+    """Every row with its harm before quarantine (audits off), then a row per audit rate and
+    reveal strategy for the attacks in `AUDITED`. Pipeline-refused rows (malformed, replay) are
+    never answered: no harm, and they never reach reputation."""
+    by_key = {(a.row.name, a.row.strength): a for a in attacked}
+    out: list[AttackResult] = []
+    for row in rows:
+        a = by_key.get((row.name, row.strength))
+        out.append(row if a is None else _harmed(row, sim.attackers(a.results, a.forged)))
+    for key in AUDITED:
+        a = by_key[key]
+        f = a.forged
+        forged = crafter.forge(f.embeddings, sim.stream.x, f.answered, f.flipped, sim.stream.rng)
+        for rate in RATES:
+            for strategy in STRATEGIES:
+                harm = sim.attackers(a.results, forged, rate=rate, strategy=strategy)
+                out.append(_harmed(a.row, harm))
+    return out
+
+
+def _harmed(row: AttackResult, harm: Harm) -> AttackResult:
+    return row.model_copy(
+        update={
+            "audit_rate": harm.audit_rate,
+            "audit_reveal": harm.audit_reveal,
+            "attacker_devices": harm.devices,
+            "messages_to_quarantine": harm.messages_to_quarantine,
+            "quarantined_share": harm.quarantined_share,
+            "quarantined_within_300": harm.quarantined_by_target,
+            "flipped_before_quarantine": harm.flipped_before_quarantine,
+        }
+    )
+
+
+def _audit_cost(judge: Judge, honest: F32, inputs: F32) -> float:
+    """Median hub time to judge one audited message, in microseconds."""
+    timings = []
+    for i in range(200):
+        sent, x = honest[i % len(honest)], inputs[i % len(inputs)]
+        prepared = judge.reveal(sent, x)
+        started = time.perf_counter_ns()
+        judge.judge(sent, *prepared)
+        timings.append(time.perf_counter_ns() - started)
+    return round(float(np.median(timings)) / 1e3, 1)
 
 
 def _natural_drift(
