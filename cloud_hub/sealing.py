@@ -33,8 +33,8 @@ from cloud_hub.attesters import Attester, DcapAttester
 from cloud_hub.config import HubConfig
 from cloud_hub.errors import HubError
 from cloud_hub.identity import HubIdentity
-from cloud_hub.store.files import FILE_MODE
 from escalade_protocol.envelope import HpkeSuiteId
+from escalade_protocol.files import write_private
 
 log = logging.getLogger("cloud_hub")
 
@@ -92,18 +92,6 @@ def unseal(sealing_key: bytes, blob: bytes) -> bytes | None:
         return None
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
-
-
 def sealed_identity(
     data_dir: Path, sealing_key: bytes, suites: Iterable[HpkeSuiteId]
 ) -> tuple[HubIdentity, Unsealed]:
@@ -126,7 +114,7 @@ def sealed_identity(
                 raise SealingError(f"{path} unsealed but does not parse: {exc}") from None
             if identity.to_bytes() != plaintext:
                 # The offered suites changed (a hybrid key was added or dropped): reseal.
-                _write_private(path, seal(sealing_key, identity.to_bytes()))
+                write_private(path, seal(sealing_key, identity.to_bytes()))
             return identity, Unsealed.RESTORED
         log.warning(
             "%s was sealed by another enclave measurement (or altered): starting with new keys",
@@ -135,7 +123,7 @@ def sealed_identity(
         outcome = Unsealed.REPLACED
     identity = HubIdentity.generate(suites)
     try:
-        _write_private(path, seal(sealing_key, identity.to_bytes()))
+        write_private(path, seal(sealing_key, identity.to_bytes()))
     except OSError as exc:
         raise SealingError(f"cannot write {path}: {exc.strerror}") from None
     return identity, outcome

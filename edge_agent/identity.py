@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,22 +15,11 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from edge_agent.errors import NotEnrolledError
+from escalade_protocol.files import write_private
 from escalade_protocol.keys import Ed25519PrivateKey, public_bytes
 
 KEY_FILE = "device.key"
 IDENTITY_FILE = "device.json"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret file that is 0600 from its first byte (no window with wider modes)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
@@ -46,7 +34,7 @@ def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
             raise ValueError(f"{path} does not hold an Ed25519 key")
         return key
     key = Ed25519PrivateKey.generate()
-    _write_private(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    write_private(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     return key
 
 
@@ -62,7 +50,7 @@ class DeviceIdentity:
 
     def save(self, data_dir: Path) -> None:
         record = {"device_id": str(self.device_id), "hub_url": self.hub_url}
-        _write_private(data_dir / IDENTITY_FILE, json.dumps(record, indent=2).encode())
+        write_private(data_dir / IDENTITY_FILE, json.dumps(record, indent=2).encode())
 
     @classmethod
     def load(cls, data_dir: Path) -> DeviceIdentity:
