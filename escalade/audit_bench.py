@@ -150,7 +150,7 @@ def run_audit_bench(
     clean = models.embed(x)
     clean_answer = models.predict(clean)
     ctx = atk.Context(stats, models, rng)
-    stream = AuditedStream(judge, AuditSampler(), x, deadline_messages, rng)
+    stream = AuditedStream(judge, AuditSampler(rng.bytes(32)), x, deadline_messages, rng)
     population = _Population(stream, devices, messages)
     rows: list[AuditAttackRow] = []
     for name, strength, attack in ATTACKS:

@@ -186,6 +186,11 @@ class AuditedStream:
     deadline_messages: int
     rng: np.random.Generator
 
+    def _digest(self) -> bytes:
+        # Drawn from the seeded generator, not os.urandom: the hub's digests are unpredictable
+        # to a device, and a seeded run (and the tests that read it) must be repeatable.
+        return self.rng.bytes(32)
+
     def caught_at(
         self, strategy: str, rate: float, forged: Forged, inputs: I64, messages: int
     ) -> int | None:
@@ -193,7 +198,7 @@ class AuditedStream:
         deadline passes), or None if no audit within `messages` does."""
         for i in range(1, messages + 1):
             k = int(inputs[i - 1])
-            if not forged.answered[k] or not self.sampler.selected(os.urandom(32), rate):
+            if not forged.answered[k] or not self.sampler.selected(self._digest(), rate):
                 continue
             if strategy == "refuse":
                 return i + self.deadline_messages
@@ -210,7 +215,7 @@ class AuditedStream:
         (audits, any failed, worst distance)."""
         audits, failed, worst = 0, False, 0.0
         for k in range(len(sent)):
-            if not self.sampler.selected(os.urandom(32), rate):
+            if not self.sampler.selected(self._digest(), rate):
                 continue
             ok, distance = self.judge.passes(sent[k], inputs[k])
             audits += 1

@@ -330,7 +330,9 @@ def _harm_stage(
     devices, messages = fleet
     policy = AuditPolicy()
     judge = Judge(path, models.manifest.wire_dtype, policy.tolerance)
-    stream = AuditedStream(judge, AuditSampler(), models.x_test, DEADLINE_MESSAGES, rng)
+    stream = AuditedStream(
+        judge, AuditSampler(rng.bytes(32)), models.x_test, DEADLINE_MESSAGES, rng
+    )
     sim = HarmSim(params, stream, 8 if quick else ATTACKERS, messages)
     attacks = _with_harm(rows, attacked, sim, Crafter(judge, path))
     honest_fleet = sim.honest(
