@@ -142,7 +142,8 @@ def check_bundle(
         failures.append(BundleFailure.EVIDENCE_REFUSED)
         detail.append(verdict.summary())
     served = (bundle.model.model_id, bundle.model.model_version)
-    if served != (manifest.model_id, manifest.model_version):
+    # A hub may serve this device's version through an adapter into its own model's space.
+    if not bundle.model.serves(manifest.model_id, manifest.model_version):
         failures.append(BundleFailure.MODEL_MISMATCH)
         detail.append(
             f"hub serves {served[0]} v{served[1]}, "

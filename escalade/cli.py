@@ -324,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(func=cmd_models_build)
     from escalade.bundle_cli import add_bundle_commands
+    from escalade.lifecycle_cli import add_lifecycle_commands
 
     add_bundle_commands(models)
+    add_lifecycle_commands(models)
 
     demo = sub.add_parser("demo", help="run a hub and an agent on loopback and report figures")
     demo.add_argument("--models", default=None, help="bundle directory (built if missing)")

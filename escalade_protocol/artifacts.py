@@ -66,6 +66,34 @@ class BundleMetrics(_Frozen):
     escalation_rate: float
 
 
+class AdapterMetrics(_Frozen):
+    """Measured by `escalade models adapt` on the source bundle's test split."""
+
+    # hub(adapter(source embedding)) against the labels.
+    adapted_hub_accuracy: float
+    # The source bundle's own hub, trained on the source encoder's embeddings.
+    retrained_hub_accuracy: float
+
+
+class AdapterEntry(_Frozen):
+    """An adapter from another encoder's embedding space into this bundle's (v2 -> v1).
+
+    The hub serves envelopes of (source_model_id, source_model_version) by mapping their
+    embeddings through `model` (ONNX: ``input`` of width `input_dim` -> ``embedding`` of this
+    bundle's width) before its checks and its model; `calibration` holds the reference
+    statistics of adapted clean embeddings, so the poisoning checks keep their 1% bands.
+    """
+
+    source_model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    source_model_version: int = Field(ge=1, lt=2**32)
+    input_dim: int = Field(ge=1)
+    wire_dtype: Literal["float32", "float16"]
+    kind: Literal["linear", "mlp"]
+    model: ArtifactFile
+    calibration: ArtifactFile
+    metrics: AdapterMetrics | None = None
+
+
 class ModelManifest(_Frozen):
     format_version: Literal[1] = 1
     model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -88,6 +116,8 @@ class ModelManifest(_Frozen):
     # Input -> probability that the local answer is right (signal "learned"); optional.
     router_model: ArtifactFile | None = None
     metrics: BundleMetrics
+    # Adapters from other encoders' spaces into this one (hub side; the agent ignores them).
+    adapters: tuple[AdapterEntry, ...] = ()
 
 
 def sha256_file(path: Path) -> str:

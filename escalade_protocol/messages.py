@@ -69,6 +69,16 @@ class ReplicaListRequest(Message):
     )
 
 
+class AdaptedModelInfo(Message):
+    """A model version the hub serves through an adapter into its own model's space."""
+
+    model_id: str
+    model_version: int
+    embedding_dim: int
+    wire_dtype: Literal["float32", "float16"]
+    kind: Literal["linear", "mlp"]
+
+
 class HubModelInfo(Message):
     model_id: str
     model_version: int
@@ -79,6 +89,15 @@ class HubModelInfo(Message):
     # reveals that input to the attested enclave): part of the attested bundle, so a device
     # knows the policy it runs under.
     audit_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Other encoders' versions this hub accepts, mapped by adapters (cloud_hub/adapters/): a
+    # device running one of them passes the attestation check's model comparison.
+    adapted: tuple[AdaptedModelInfo, ...] = ()
+
+    def serves(self, model_id: str, model_version: int) -> bool:
+        """Whether an envelope of (model_id, model_version) is answered here."""
+        if (model_id, model_version) == (self.model_id, self.model_version):
+            return True
+        return any((a.model_id, a.model_version) == (model_id, model_version) for a in self.adapted)
 
 
 class HealthBody(Message):

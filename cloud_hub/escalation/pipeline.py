@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cloud_hub.adapters import ModelRoute, ModelRoutes
 from cloud_hub.escalation.consequences import refusal
 from cloud_hub.identity import HubIdentity
 from cloud_hub.poisoning import CheckResult, EmbeddingChecker
@@ -91,25 +92,21 @@ class EscalationPipeline:
         self.manifest: ModelManifest = model.manifest
         self.policy = policy or EscalationPolicy()
         self.checker = EmbeddingChecker(model.reference)
+        # Envelopes of other encoders' versions go through an adapter into the model's space.
+        self.routes = ModelRoutes(model.bundle_dir, self.manifest, self.checker)
 
     def inspect(self, body: bytes, *, now_ms: int | None = None) -> Inspected:
         """Checks that need neither keys nor the database."""
         now_ms = _now_ms() if now_ms is None else now_ms
         sealed = envelope.parse(body)
         header = sealed.header
-        manifest = self.manifest
         if header.seq > MAX_SEQ:
             raise ProtocolError(ErrorCode.MALFORMED, f"seq must be below 2^63, got {header.seq}")
         if header.hub_key_id != self.identity.key_id:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_HUB_KEY, "envelope is sealed to another hub key; re-attest"
             )
-        if (header.model_id, header.model_version) != (manifest.model_id, manifest.model_version):
-            raise ProtocolError(
-                ErrorCode.UNKNOWN_MODEL,
-                f"hub serves {manifest.model_id} v{manifest.model_version}, "
-                f"not {header.model_id!r} v{header.model_version}",
-            )
+        self.routes.select(header.model_id, header.model_version)
         if abs(header.timestamp_ms - now_ms) > self.policy.timestamp_window_ms:
             raise ProtocolError(
                 ErrorCode.STALE_TIMESTAMP, "envelope timestamp is outside the accepted window"
@@ -138,13 +135,16 @@ class EscalationPipeline:
                 ErrorCode.UNSUPPORTED_SUITE, f"HPKE suite {sealed.header.suite.name} is not offered"
             )
         payload = sealed.open_payload(hub_key)
-        return self._validated_embedding(payload.embedding)
+        route = self.routes.select(sealed.header.model_id, sealed.header.model_version)
+        return route.adapt(self._validated_embedding(payload.embedding, route))
 
     def conclude(self, inspected: Inspected, embedding: F32, probabilities: F32) -> Concluded:
         """Run the poisoning checks (after the model: the class tier needs its prediction)."""
         label = int(np.argmax(probabilities))
-        check = self.checker.check(embedding, label)
         header = inspected.header
+        check = self.routes.select(header.model_id, header.model_version).checker.check(
+            embedding, label
+        )
         record = EscalationRecord(
             device_id=header.device_id,
             nonce=header.nonce,
@@ -187,8 +187,7 @@ class EscalationPipeline:
             raise refused.error()
         return self.sign(self.unsigned_answer(concluded, now_ms=now_ms))
 
-    def _validated_embedding(self, tensor: Tensor) -> F32:
-        manifest = self.manifest
+    def _validated_embedding(self, tensor: Tensor, manifest: ModelRoute) -> F32:
         if tensor.dtype != manifest.wire_dtype:
             raise ProtocolError(
                 ErrorCode.BAD_TENSOR_DTYPE,

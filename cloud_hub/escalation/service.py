@@ -160,7 +160,10 @@ class EscalationService:
     @property
     def model_info(self) -> HubModelInfo:
         """What the attestation bundle says of the model served, audit policy included."""
-        return self.model.info.model_copy(update={"audit_rate": self.auditor.policy.rate})
+        adapted = self.pipeline.routes.adapted()
+        return self.model.info.model_copy(
+            update={"audit_rate": self.auditor.policy.rate, "adapted": adapted}
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 

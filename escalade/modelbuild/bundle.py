@@ -144,6 +144,7 @@ def build_bundle(
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
     encoder_kind: EncoderKind = "pca",
+    model_version: int = MODEL_VERSION,
 ) -> ModelManifest:
     """Train encoder, edge head and hub on `dataset`, export them to ONNX and write a bundle.
 
@@ -151,8 +152,9 @@ def build_bundle(
     stratified subset; for quick builds in tests). `hub_hidden` (and `hub_epochs`) replace the
     recipe's hub layers: a wider hub costs more per input, which is where the hub's dynamic
     batching pays (bench/escalation.py --batching). `encoder_kind`: "pca" (the default, linear) or
-    "mlp" (the private recipe, docs/privacy.md). Deterministic for a given seed and
-    machine: the same inputs give byte-identical files.
+    "mlp" (the private recipe, docs/privacy.md). `model_version`: a new encoder of the same
+    model is a new version (an adapter maps it to the old one, escalade/modelbuild/adapter.py).
+    Deterministic for a given seed and machine: the same inputs give byte-identical files.
     """
     step = on_step or _no_progress
 
@@ -246,7 +248,7 @@ def build_bundle(
         artifacts[name] = ArtifactFile(path=name, sha256=sha256_file(out_dir / name))
     manifest = ModelManifest(
         model_id=model_id,
-        model_version=MODEL_VERSION,
+        model_version=model_version,
         dataset=data.name,
         seed=seed,
         input_dim=data.input_dim,

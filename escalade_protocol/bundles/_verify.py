@@ -66,7 +66,7 @@ class BundleVerdict:
 
 
 def artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
-    """Every file the manifest names (the roles' files and the optional ones)."""
+    """Every file the manifest names (the roles' files, the optional ones, the adapters')."""
     named = [
         manifest.encoder,
         manifest.head,
@@ -76,7 +76,12 @@ def artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
         manifest.calibration_split,
         manifest.router_model,
     ]
-    return [f for f in named if f is not None]
+    files = [f for f in named if f is not None]
+    # Adapters are signed like the roles' files: a swapped adapter would re-map every device
+    # of its source version.
+    for adapter in manifest.adapters:
+        files.extend((adapter.model, adapter.calibration))
+    return files
 
 
 def read_signature(bundle_dir: Path) -> ManifestSignature | None:
