@@ -241,6 +241,26 @@ def cmd_bench_cascade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_lifecycle(args: argparse.Namespace) -> int:
+    from escalade.lifecycle_bench import markdown, run_lifecycle_bench
+    from escalade.modelbuild import DatasetError
+
+    try:
+        with progress_bar() as step:
+            report = run_lifecycle_bench(
+                args.dataset, seed=args.seed, quick=args.quick, on_step=step
+            )
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    print(markdown(report))
+    console.print(f"({report.seconds:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -292,6 +312,14 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cascade.add_argument("--json", default=None, help="also write the figures as JSON here")
     cascade.add_argument("--plot", default=None, help="accuracy vs escalation rate PNG")
     cascade.set_defaults(func=cmd_bench_cascade)
+    lifecycle = bench.add_parser(
+        "lifecycle", help="adapters, the closed loop (clean and poisoned), bad bundles"
+    )
+    lifecycle.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P")
+    lifecycle.add_argument("--seed", type=int, default=0)
+    lifecycle.add_argument("--quick", action="store_true", help="a small fleet, quick fits")
+    lifecycle.add_argument("--json", default=None, help="also write the figures as JSON here")
+    lifecycle.set_defaults(func=cmd_bench_lifecycle)
 
 
 def build_parser() -> argparse.ArgumentParser:
