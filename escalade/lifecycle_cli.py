@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ def _fail(code: str, message: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"ok": False, "code": code, "error": message}))
     else:
-        console.print(f"[red]escalade: error:[/] {code}: {message}")
+        # Plain print: the console would wrap a long message over several lines.
+        print(f"escalade: error: {code}: {message}", file=sys.stderr)
     return 2
 
 
@@ -83,6 +85,49 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from escalade.modelbuild.import_onnx import ImportRefused, import_bundle
+
+    out = Path(args.out).expanduser()
+    try:
+        manifest = import_bundle(
+            Path(args.encoder).expanduser(),
+            Path(args.head).expanduser(),
+            Path(args.hub).expanduser(),
+            Path(args.calibration).expanduser(),
+            out,
+            model_id=args.model_id,
+            model_version=args.model_version,
+            seed=args.seed,
+        )
+    except ImportRefused as exc:
+        return _fail(exc.code.value, exc.message.splitlines()[0], args.json)
+    digest = _sign(out, args.sign_key)
+    m = manifest.metrics
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "out": str(out),
+                    "model_id": manifest.model_id,
+                    "model_version": manifest.model_version,
+                    "metrics": m.model_dump(),
+                    "threshold": manifest.router.threshold,
+                    "signed_digest": digest,
+                }
+            )
+        )
+    else:
+        console.print(
+            f"imported {manifest.model_id} v{manifest.model_version} into {out}: edge "
+            f"{m.edge_accuracy:.2%}, hub {m.hub_accuracy:.2%}, cascade {m.cascade_accuracy:.2%} "
+            f"at {m.escalation_rate:.1%} escalated"
+            + ("" if digest else " (unsigned: `escalade models sign` it)")
+        )
+    return 0
+
+
 def add_lifecycle_commands(models: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     adapt = models.add_parser(
         "adapt", help="serve a new encoder's version on an old hub model (adapter v2 -> v1)"
@@ -98,3 +143,15 @@ def add_lifecycle_commands(models: argparse._SubParsersAction[argparse.ArgumentP
     adapt.add_argument("--sign-key", default=None, help="release key to sign the new bundle")
     adapt.add_argument("--json", action="store_true", help="print the result as JSON")
     adapt.set_defaults(func=cmd_adapt)
+    imp = models.add_parser("import", help="build a bundle from ONNX files exported elsewhere")
+    imp.add_argument("--encoder", required=True, help="input (N, D) -> embedding (N, E)")
+    imp.add_argument("--head", required=True, help="embedding -> probabilities (N, K)")
+    imp.add_argument("--hub", required=True, help="embedding -> probabilities (N, K)")
+    imp.add_argument("--calibration", required=True, help="npz with X (N, D) and labels y")
+    imp.add_argument("--out", required=True, help="bundle directory to write")
+    imp.add_argument("--model-id", default=None, help="default: from the calibration file")
+    imp.add_argument("--model-version", type=int, default=1)
+    imp.add_argument("--seed", type=int, default=0)
+    imp.add_argument("--sign-key", default=None, help="release key to sign the bundle with")
+    imp.add_argument("--json", action="store_true", help="print the result as JSON")
+    imp.set_defaults(func=cmd_import)

@@ -58,6 +58,12 @@ class ErrorCode(StrEnum):
     BUNDLE_DIGEST_MISMATCH = "bundle_digest_mismatch"
     BUNDLE_INCOMPATIBLE = "bundle_incompatible"
     BUNDLE_WARMUP_FAILED = "bundle_warmup_failed"
+    # `escalade models import` (escalade/modelbuild/import_onnx.py): ONNX files from elsewhere.
+    IMPORT_BAD_ONNX = "import_bad_onnx"
+    IMPORT_BAD_IO = "import_bad_io"
+    IMPORT_SHAPE_MISMATCH = "import_shape_mismatch"
+    IMPORT_BAD_CALIBRATION = "import_bad_calibration"
+    IMPORT_BAD_OUTPUT = "import_bad_output"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -118,6 +124,12 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BUNDLE_SIGNATURE_INVALID: 422,
     ErrorCode.BUNDLE_DIGEST_MISMATCH: 422,
     ErrorCode.BUNDLE_INCOMPATIBLE: 422,
+    # A model import refused (a CLI error; 422 should an admin API ever take imports).
+    ErrorCode.IMPORT_BAD_ONNX: 422,
+    ErrorCode.IMPORT_BAD_IO: 422,
+    ErrorCode.IMPORT_SHAPE_MISMATCH: 422,
+    ErrorCode.IMPORT_BAD_CALIBRATION: 422,
+    ErrorCode.IMPORT_BAD_OUTPUT: 422,
     # The agent's health checks of a new bundle failed (load, warm-up or its first answers).
     ErrorCode.BUNDLE_WARMUP_FAILED: 422,
 }

@@ -33,10 +33,9 @@ from escalade.lifecycle_bench.report import (
 )
 from escalade.modelbuild import build_bundle, load_dataset
 from escalade.modelbuild.adapter import QUICK, AdapterConfig, BundleGraphs, fit_and_measure
-from escalade.modelbuild.distill import STUDENT_TRAINING, stage_bundle, train_head
+from escalade.modelbuild.distill import stage_bundle, train_head
 from escalade.modelbuild.evaluate import OnnxRunner
 from escalade.modelbuild.layers import wire_round
-from escalade.modelbuild.mlp import TrainConfig
 from escalade.modelbuild.train import F32, I64, split_dataset
 from escalade_protocol.artifacts import load_manifest, verified_path
 from escalade_protocol.bundles import inspect_bundle, require_trusted, sign_bundle
@@ -105,7 +104,6 @@ def _loop(
     traffic: tuple[F32, I64],
     calibration: tuple[F32, I64],
     test: tuple[F32, I64],
-    student: TrainConfig,
 ) -> LoopSection:
     manifest = load_manifest(base)
     stats = ReferenceStats.load(verified_path(base, manifest.calibration))
@@ -150,7 +148,6 @@ def _loop(
             cal,
             num_classes=manifest.num_classes,
             seed=fleet.seed + round_no,
-            config=student,
         )
         staged = work / f"round-{round_no + 1}"
         stage_bundle(base, head, router, staged, key)
@@ -180,7 +177,7 @@ def run_lifecycle_bench(
     if quick:
         x_fleet, y_fleet = x_fleet[:400], y_fleet[:400]
     key = Ed25519PrivateKey.generate()
-    devices = 20 if quick else 100
+    devices = 30 if quick else 100
     requests = 10 if quick else 20
     with tempfile.TemporaryDirectory(prefix="escalade-lifecycle-") as tmp:
         work = Path(tmp)
@@ -205,9 +202,6 @@ def run_lifecycle_bench(
         )
         step("adapters v2 -> v1", 1, 1)
 
-        student = (
-            TrainConfig(epochs=15, batch_size=64, decay_every=6) if quick else STUDENT_TRAINING
-        )
         splits = {
             "train": (x_train, y_train),
             "traffic": (x_fleet, y_fleet),
@@ -220,7 +214,6 @@ def run_lifecycle_bench(
             work / "clean",
             Fleet(devices, 0, requests, seed),
             key,
-            student=student,
             **splits,
         )
         step("closed loop, clean fleet", 1, 1)
@@ -231,7 +224,6 @@ def run_lifecycle_bench(
             work / "poisoned",
             Fleet(devices, poisoners, requests, seed),
             key,
-            student=student,
             **splits,
         )
         step("closed loop, 5% poisoners", 1, 1)
