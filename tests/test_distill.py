@@ -57,10 +57,13 @@ def test_a_distilled_head_is_staged_signed_and_passes_the_agents_warmup(
 ) -> None:
     manifest = load_manifest(bundle_dir)
     runner = OnnxRunner(
-        *(verified_path(bundle_dir, a).read_bytes() for a in (manifest.encoder, manifest.head))
-        + (verified_path(bundle_dir, manifest.hub).read_bytes(),)
+        *(
+            verified_path(bundle_dir, a).read_bytes()
+            for a in (manifest.encoder, manifest.head, manifest.hub)
+        )
     )
-    with np.load(verified_path(bundle_dir, manifest.calibration_split)) as data:  # type: ignore[arg-type]
+    assert manifest.calibration_split is not None
+    with np.load(verified_path(bundle_dir, manifest.calibration_split)) as data:
         x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
     half = len(x) // 2
     e = runner.embed(x)
