@@ -7,13 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_rollouts_e2e as rollouts
+from agent_stack import infer, until
+from rollout_bundles import signed_copy
 
 from cloud_hub.distill import DistillSample, DistillSet
 from edge_agent.bundle_update.health import load_checked
 from edge_agent.profile import load_profile
 from escalade.modelbuild.distill import stage_bundle, train_head
 from escalade.modelbuild.evaluate import OnnxRunner
-from escalade_protocol.artifacts import load_manifest, verified_path
+from escalade.modelbuild.layers import Classifier
+from escalade_protocol.artifacts import RouterCalibration, load_manifest, verified_path
 from escalade_protocol.bundles import BundleRefused, inspect_bundle, require_trusted
 from escalade_protocol.errors import ErrorCode
 from escalade_protocol.keys import Ed25519PrivateKey
@@ -51,10 +55,9 @@ def test_failed_checks_and_inactive_devices_are_not_admitted() -> None:
     assert DistillSet().arrays()[0].shape[0] == 0
 
 
-@pytest.mark.timeout(300)  # the session's bundle build, on a shared machine
-def test_a_distilled_head_is_staged_signed_and_passes_the_agents_warmup(
-    bundle_dir: Path, tmp_path: Path
-) -> None:
+def _distilled(bundle_dir: Path) -> tuple[Classifier, RouterCalibration, float]:
+    """A student on half the calibration split plus the hub's labels on it; its accuracy on
+    the other half."""
     manifest = load_manifest(bundle_dir)
     runner = OnnxRunner(
         *(
@@ -72,8 +75,18 @@ def test_a_distilled_head_is_staged_signed_and_passes_the_agents_warmup(
     head, router = train_head(
         (e[:half], y[:half]), (e[:half], hub_labels[:half]), cal, num_classes=10, seed=0
     )
+    accuracy = float((head.probabilities(e[half:]).argmax(axis=1) == y[half:]).mean())
+    return head, router, accuracy
+
+
+@pytest.mark.timeout(300)  # the session's bundle build, on a shared machine
+def test_a_distilled_head_is_staged_signed_and_passes_the_agents_warmup(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    manifest = load_manifest(bundle_dir)
+    head, router, accuracy = _distilled(bundle_dir)
     assert 0 < router.threshold < 1
-    assert (head.probabilities(e[half:]).argmax(axis=1) == y[half:]).mean() > 0.85
+    assert accuracy > 0.85
 
     key = Ed25519PrivateKey.generate()
     staged = stage_bundle(bundle_dir, head, router, tmp_path / "staged", key)
@@ -95,3 +108,37 @@ def test_a_distilled_head_is_staged_signed_and_passes_the_agents_warmup(
             )
         )
     assert refused.value.code is ErrorCode.BUNDLE_UNTRUSTED_KEY
+
+
+@pytest.mark.timeout(300)
+async def test_a_staged_distilled_bundle_rolls_out_to_real_agents(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The loop's last step: the staged bundle, uploaded and rolled out through the admin API,
+    becomes what both real agent processes run."""
+    v1 = signed_copy(bundle_dir, tmp_path / "v1", rollouts.RELEASE)
+    head, router, _ = _distilled(v1)
+    stage_bundle(v1, head, router, tmp_path / "distilled", rollouts.RELEASE)
+    staged = rollouts.digest_of(tmp_path / "distilled")
+    async with rollouts.fleet_of_two(tmp_path, v1) as fleet:
+        await fleet.wait_bundle("current", rollouts.digest_of(v1))
+        assert await fleet.upload(tmp_path / "distilled") == staged
+        await fleet.curl("POST", "/rollouts", {"bundle_digest": staged, "percent": 100})
+
+        async def swapped() -> bool:
+            return all(
+                h.bundle is not None and h.bundle.digest == staged for h in await fleet.healths()
+            )
+
+        await until(swapped, timeout_s=60, what="agents serving the distilled bundle")
+        # Its first answers are on probation: answer a few, then it is current.
+        with np.load(v1 / "test.npz") as data:
+            inputs = np.asarray(data["X"][:12], dtype=np.float32)
+        for agent in fleet.agents:
+            for row in inputs:
+                answer = await infer(fleet.http, agent.url, [float(v) for v in row], "local")
+                assert answer.source == "local"
+        await fleet.wait_bundle("current", staged)
+        for h in await fleet.healths():
+            assert h.bundle is not None
+            assert h.bundle.failed == []
