@@ -49,7 +49,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     try:
         if args.pairs:
             with np.load(Path(args.pairs).expanduser()) as data:
-                pairs = (data["X"].astype(np.float32), data["y"].astype(np.int64))
+                labels = data["y"].astype(np.int64) if "y" in data.files else None
+                pairs = (data["X"].astype(np.float32), labels)
         out = Path(args.out).expanduser()
         manifest, fitted = adapt_bundle(
             Path(args.source).expanduser(),
@@ -137,7 +138,7 @@ def add_lifecycle_commands(models: argparse._SubParsersAction[argparse.ArgumentP
     adapt.add_argument("--out", required=True, help="directory for v1's bundle with the adapter")
     adapt.add_argument("--kind", choices=("auto", "linear", "mlp"), default="auto")
     adapt.add_argument(
-        "--pairs", default=None, help="public inputs (npz with X, y) both encoders read"
+        "--pairs", default=None, help="public inputs both encoders read (npz: X, optional y)"
     )
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--sign-key", default=None, help="release key to sign the new bundle")

@@ -350,13 +350,14 @@ def adapt_bundle(
     out_dir: Path,
     *,
     kind: AdapterKind | Literal["auto"] = "auto",
-    pairs: tuple[F32, I64] | None = None,
+    pairs: tuple[F32, I64 | None] | None = None,
     config: AdapterConfig = AdapterConfig(),
     seed: int = 0,
 ) -> tuple[ModelManifest, FittedAdapter]:
     """Write v1's bundle with an adapter from v2 to `out_dir` (unsigned; sign it after).
 
-    Paired data: `pairs` (public inputs with labels) when given, else v2's calibration split.
+    Paired data: `pairs` (public inputs, labels optional: without them the v1 hub's answers on
+    v1's embeddings label them) when given, else v2's calibration split.
     The adapter is measured on v2's test split; 80% of the pairs fit it, the rest set the
     bands of its reference statistics (held back from the fit, as the builder does).
     """
@@ -376,7 +377,12 @@ def adapt_bundle(
         if m2.calibration_split is None:
             raise BuildError("the v2 bundle has no calibration split: pass paired data")
         pairs = _npz(verified_path(v2_dir, m2.calibration_split))
-    x_pairs, y_pairs = pairs
+    x_pairs, labels = pairs
+    y_pairs = (
+        v1.hub_probabilities(wire_round(v1.embed(x_pairs))).argmax(axis=1).astype(np.int64)
+        if labels is None
+        else labels
+    )
     test = _npz(verified_path(v2_dir, m2.test_split))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x_pairs))
