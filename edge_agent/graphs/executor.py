@@ -15,7 +15,7 @@ whichever was faster (`StageTiming`); "always" and "never" in the spec skip the 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,17 +210,11 @@ class GraphExecutor:
     def stage_parallel(self, index: int) -> bool:
         return self._parallel.get(index, False)
 
-    async def execute(
-        self,
-        features: F32,
-        *,
-        route: RouteFn | None = None,
-        parallel: bool | None = None,
-        early_exit: bool = True,
-    ) -> GraphAnswer:
-        """One input (shape (input_dim,)) through the plan. `route` decides routed nodes (None:
-        they stay local); `parallel` overrides the calibrated choice for every stage."""
-        x = np.ascontiguousarray(features, dtype=np.float32).reshape(1, -1)
+    def _walk(
+        self, x: F32, *, routed: bool, parallel: bool | None, early_exit: bool
+    ) -> Generator[tuple[Node, F32, F32], Routed | None, GraphAnswer]:
+        """The run as a generator: it yields (node, its probabilities, the embedding) for each
+        routed node and takes back the router's `Routed` (None: stays local)."""
         values: dict[str, F32] = {INPUT: x}
         runs: list[NodeRun] = []
         num_classes = self.graph.num_classes
@@ -231,12 +225,11 @@ class GraphExecutor:
                 node = self.graph.nodes[node_id]
                 where: Where = "local"
                 reason = ""
-                if node.route == "auto" and route is not None and node.embedding_from:
-                    routed = await route(
-                        node, outputs[node_id].reshape(-1), values[node.embedding_from], x
-                    )
-                    outputs[node_id] = routed.probabilities.reshape(1, -1).astype(np.float32)
-                    where, reason = routed.where, routed.reason
+                if routed and node.route == "auto" and node.embedding_from:
+                    decided = yield node, outputs[node_id].reshape(-1), values[node.embedding_from]
+                    if decided is not None:
+                        outputs[node_id] = decided.probabilities.reshape(1, -1).astype(np.float32)
+                        where, reason = decided.where, decided.reason
                 runs.append(NodeRun(node_id, where, reason))
             values.update(outputs)
             for gate in stage.exits if early_exit else ():
@@ -249,6 +242,40 @@ class GraphExecutor:
         return self._answer(
             _full(out.gives, values[out.id].reshape(-1), num_classes), runs, exit_node=None
         )
+
+    def run(
+        self, features: F32, *, parallel: bool | None = None, early_exit: bool = True
+    ) -> GraphAnswer:
+        """One input (shape (input_dim,)) through the plan, every node local. `parallel`
+        overrides the calibrated choice for every stage."""
+        x = np.ascontiguousarray(features, dtype=np.float32).reshape(1, -1)
+        walk = self._walk(x, routed=False, parallel=parallel, early_exit=early_exit)
+        try:
+            next(walk)
+        except StopIteration as stop:
+            answer: GraphAnswer = stop.value
+            return answer
+        raise AssertionError("an unrouted run asked for a route")
+
+    async def execute(
+        self,
+        features: F32,
+        *,
+        route: RouteFn,
+        parallel: bool | None = None,
+        early_exit: bool = True,
+    ) -> GraphAnswer:
+        """`run`, with `route` deciding each routed node (it may await the hub)."""
+        x = np.ascontiguousarray(features, dtype=np.float32).reshape(1, -1)
+        walk = self._walk(x, routed=True, parallel=parallel, early_exit=early_exit)
+        try:
+            node, probabilities, embedding = next(walk)
+            while True:
+                decided = await route(node, probabilities, embedding, x)
+                node, probabilities, embedding = walk.send(decided)
+        except StopIteration as stop:
+            answer: GraphAnswer = stop.value
+            return answer
 
     @staticmethod
     def _answer(probabilities: F32, runs: list[NodeRun], *, exit_node: str | None) -> GraphAnswer:
