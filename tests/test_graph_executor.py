@@ -112,7 +112,8 @@ def test_in_sequence_every_branch_runs_on_the_calling_thread(
         ex.run(unsure(built, inputs))
     finally:
         ex.close()
-    assert seen and set(seen) == {threading.current_thread().name}
+    assert seen
+    assert set(seen) == {threading.current_thread().name}
 
 
 def test_a_confident_gate_ends_the_graph_before_any_specialist(
@@ -134,7 +135,8 @@ def test_a_confident_gate_ends_the_graph_before_any_specialist(
         ex.close()
     early = [a for a in answers if a.ended_early]
     late = [a for a in answers if not a.ended_early]
-    assert early and late
+    assert early
+    assert late
     assert all(
         a.exit_node == "gate" and [r.node for r in a.runs] == ["embed", "gate"] for a in early
     )
@@ -171,7 +173,8 @@ async def test_a_routed_node_takes_the_hubs_answer(
     finally:
         ex.close()
     assert asked == [("mix", manifest.embedding_dim)]
-    assert answer.escalated and not local.escalated
+    assert answer.escalated
+    assert not local.escalated
     assert [r.where for r in answer.runs if r.node == "mix"] == ["hub"]
     embedding = np.asarray(
         ort.InferenceSession(
@@ -192,5 +195,6 @@ def test_calibration_measures_each_parallel_stage_and_keeps_the_faster_way(
         ex.close()
     (index,) = timings
     assert timings[index].nodes == BRANCHES
-    assert timings[index].sequential_us > 0 and timings[index].parallel_us > 0
+    assert timings[index].sequential_us > 0
+    assert timings[index].parallel_us > 0
     assert ex.stage_parallel(index) is (timings[index].parallel_us < timings[index].sequential_us)
