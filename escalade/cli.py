@@ -241,6 +241,31 @@ def cmd_bench_cascade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_graph(args: argparse.Namespace) -> int:
+    from escalade.graph_bench import markdown, run_graph_bench
+    from escalade.modelbuild import DatasetError
+
+    started = time.perf_counter()
+    try:
+        with progress_bar() as step:
+            report = run_graph_bench(
+                args.dataset,
+                seed=args.seed,
+                quick=args.quick,
+                models=Path(args.models).expanduser() if args.models else None,
+                progress=step,
+            )
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    print(markdown(report))
+    console.print(f"({time.perf_counter() - started:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -292,6 +317,13 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cascade.add_argument("--json", default=None, help="also write the figures as JSON here")
     cascade.add_argument("--plot", default=None, help="accuracy vs escalation rate PNG")
     cascade.set_defaults(func=cmd_bench_cascade)
+    graph = bench.add_parser("graph", help="task graph: parallel vs sequence, early exit")
+    graph.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
+    graph.add_argument("--models", default=None, help="bundle to use (default: build one)")
+    graph.add_argument("--seed", type=int, default=0)
+    graph.add_argument("--quick", action="store_true", help="a small build and 120 inputs")
+    graph.add_argument("--json", default=None, help="also write the figures as JSON here")
+    graph.set_defaults(func=cmd_bench_graph)
 
 
 def build_parser() -> argparse.ArgumentParser:
