@@ -37,6 +37,7 @@ def build_models(
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
     encoder: Literal["pca", "mlp"] = "pca",
+    graph: bool = False,
 ) -> None:
     from escalade.modelbuild import build_bundle
 
@@ -58,9 +59,18 @@ def build_models(
         f"hub {m.hub_accuracy:.2%}, cascade {m.cascade_accuracy:.2%} "
         f"at {m.escalation_rate:.1%} escalated (test split)"
     )
+    if graph:
+        build_demo_graph(out)
     warning = hub_accuracy_warning(m)
     if warning is not None:
         console.print(f"[bold yellow]warning:[/] {warning}")
+
+
+def build_demo_graph(models: Path) -> None:
+    from escalade.modelbuild.graph_heads import build_graph
+
+    spec = build_graph(models)
+    console.print(f"built the task graph (gate, group gate, specialists) in {spec}")
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
@@ -74,6 +84,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             hub_hidden=args.hub_hidden,
             hub_epochs=args.hub_epochs,
             encoder=args.encoder,
+            graph=args.graph,
         )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -100,7 +111,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(models)
     if not (models / MANIFEST_NAME).exists():
         console.print(f"demo models not found in {models}: building them (digits, seed 0)")
-        build_models("digits", models, 0)
+        build_models("digits", models, 0, graph=True)
+    elif cached and not (models / "graph" / "graph.toml").exists():
+        # A cache from before task graphs: add the demo's graph to it.
+        build_demo_graph(models)
     try:
         manifest = check_bundle(models)
     except BundleError as exc:
@@ -350,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pca", "mlp"),
         default="pca",
         help="pca (linear, default) or mlp (private: narrow nonlinear, see docs/privacy.md)",
+    )
+    build.add_argument(
+        "--graph",
+        action="store_true",
+        help="also build the demo task graph (gate and specialists, docs/task-graphs.md)",
     )
     build.add_argument(
         "--sign-key", default=None, help="release key to sign the bundle with (models keygen)"

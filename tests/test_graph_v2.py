@@ -6,6 +6,9 @@ through the agent's hub client, against a real hub process)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +120,35 @@ async def test_a_graph_served_as_a_kserve_model(built: Path, tmp_path: Path) -> 
     probabilities = late["probabilities"].reshape(-1)
     assert abs(float(probabilities.sum()) - 1.0) < 1e-3
     assert int(late["label"][0]) == int(np.argmax(probabilities))
+
+
+def test_the_demo_runs_the_bundles_graph_through_the_agent(built: Path, tmp_path: Path) -> None:
+    """`escalade demo` on a bundle with a graph reports how the graph ran beside the cascade."""
+    out = tmp_path / "demo.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "escalade.cli",
+            "demo",
+            "--models",
+            str(built),
+            "--limit",
+            "40",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    graph = report["graph"]
+    assert graph["name"] == f"{load_manifest(built).model_id}-graph"
+    assert graph["inputs"] == 40
+    assert 0.5 < graph["ended_early"] < 1.0
+    assert graph["escalated"] <= 1.0 - graph["ended_early"]
+    assert 0.5 < graph["accuracy"] <= 1.0
+    assert "task graph" in result.stdout
