@@ -28,6 +28,10 @@ def test_quick_graph_bench_writes_consistent_figures(tmp_path: Path) -> None:
     # The hub sees only inputs the gate did not settle.
     assert graph.escalation_rate <= 1.0 - report.ended_early
     assert all(0.5 < p.accuracy <= 1.0 for p in report.policies)
+    # The synthetic widths: a wider node costs more, and the ratio is the two timings'.
+    assert [c.width for c in report.crossover] == [16, 512]
+    assert report.crossover[1].node_us > report.crossover[0].node_us
+    assert all(c.ratio == c.parallel_us / c.sequential_us for c in report.crossover)
 
 
 def test_an_unknown_dataset_is_one_line_and_exit_2(tmp_path: Path) -> None:

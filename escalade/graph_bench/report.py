@@ -28,6 +28,16 @@ class StageCost(_Report):
     chosen: str  # "parallel" or "sequential", as calibrated
 
 
+class Crossover(_Report):
+    """One width of the synthetic branch stage (escalade/graph_bench/synthetic.py)."""
+
+    width: int
+    node_us: float  # one expert alone
+    sequential_us: float  # the five branches in sequence
+    parallel_us: float  # the five in threads
+    ratio: float  # parallel / sequential
+
+
 class Policy(_Report):
     name: str
     accuracy: float
@@ -46,4 +56,6 @@ class GraphBenchReport(_Report):
     stages: list[StageCost]
     ended_early: float  # share of graphs the confident gate ended
     policies: list[Policy]
+    # The same stage shape with random MLP nodes of growing width: where threads start to pay.
+    crossover: list[Crossover]
     note: str

@@ -26,6 +26,7 @@ import onnxruntime as ort
 from edge_agent.graphs import GraphExecutor, Node, Routed, load_graph
 from edge_agent.graphs.executor import F32
 from escalade.graph_bench.report import GraphBenchReport, Latency, Policy, StageCost
+from escalade.graph_bench.synthetic import crossover
 from escalade_protocol.artifacts import (
     EMBEDDING,
     ENCODER_INPUT,
@@ -37,6 +38,8 @@ from escalade_protocol.artifacts import (
 Progress = Callable[[str, int, int], None]
 QUICK_INPUTS = 120
 QUICK_TRAIN = 600
+WIDTHS = (16, 128, 512, 1024, 2048)
+QUICK_WIDTHS = (16, 512)
 
 
 def _no_progress(description: str, done: int, total: int) -> None:
@@ -124,6 +127,10 @@ def _measure(
     ]
 
     policies, ended_early = _policies(executor, bundle, X, y, progress)
+    progress("synthetic widths: where threads pay", 0, 1)
+    widths = QUICK_WIDTHS if quick else WIDTHS
+    synthetic = crossover(widths, rounds=rounds)
+    progress("synthetic widths: where threads pay", 1, 1)
     return GraphBenchReport(
         dataset=dataset,
         model_id=manifest.model_id,
@@ -135,6 +142,7 @@ def _measure(
         stages=stages,
         ended_early=ended_early,
         policies=policies,
+        crossover=synthetic,
         note=(
             "one process, CPU execution provider, one intra-op thread per session; the hub is "
             "the bundle's hub model in process (no network), as in the cascade bench"

@@ -38,5 +38,18 @@ def markdown(report: GraphBenchReport) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {p.name} | {p.accuracy:.2%} | {p.escalation_rate:.1%} |" for p in report.policies]
+    lines += [
+        "",
+        "Where threads pay: the same stage shape (a group gate and four experts side by side), "
+        "random MLP nodes of growing width:",
+        "",
+        "| width | one node µs | 5 in sequence µs | 5 in threads µs | threads / sequence |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c.width} | {c.node_us:.0f} | {c.sequential_us:.0f} | {c.parallel_us:.0f} "
+        f"| **{c.ratio:.2f}x** |"
+        for c in report.crossover
+    ]
     lines += ["", f"({report.note})"]
     return "\n".join(lines)
