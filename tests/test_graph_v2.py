@@ -152,3 +152,33 @@ def test_the_demo_runs_the_bundles_graph_through_the_agent(built: Path, tmp_path
     assert graph["escalated"] <= 1.0 - graph["ended_early"]
     assert 0.5 < graph["accuracy"] <= 1.0
     assert "task graph" in result.stdout
+
+
+def test_an_agent_with_a_bad_graph_spec_refuses_to_start(built: Path, tmp_path: Path) -> None:
+    """A spec with a cycle stops `edge-agent run` with exit 2 and the code on one line, before
+    anything listens (the identity is made first: the check is the graph's, not enrollment's)."""
+    import uuid
+
+    from edge_agent.identity import DeviceIdentity, load_or_create_key
+
+    agent = tmp_path / "agent"
+    identity = DeviceIdentity(uuid.uuid4(), load_or_create_key(agent), "http://127.0.0.1:9")
+    identity.save(agent)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "loop"\noutput = "b"\n'
+        '[[nodes]]\nid = "a"\nmodel = "head"\ninputs = ["b"]\n'
+        '[[nodes]]\nid = "b"\nmodel = "head"\ninputs = ["a"]\n'
+    )
+    config = write_config(
+        tmp_path / "agent.toml",
+        data_dir=tmp_path / "agent",
+        bundle_dir=built,
+        extra=f'graphs = ["{bad}"]',
+    )
+    result = subprocess.run(
+        [*agent_argv(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cycle: nodes on a cycle: a, b" in result.stderr
+    assert "Traceback" not in result.stderr
