@@ -44,13 +44,8 @@ OUTPUTS = ("probabilities", "label", "confidence", "ended_early", "exit_node", "
 
 
 def load_graphs(state: AgentState) -> dict[str, GraphExecutor]:
-    """The configured graphs, validated against the running bundle and calibrated."""
+    """The configured graphs, validated against the running bundle (not yet calibrated)."""
     manifest = state.runtime.manifest
-    if state.config.graphs and state.runtime.manifest.router.signal == "learned":
-        raise GraphSpecError(
-            GraphErrorCode.BAD_ROUTE,
-            "graphs route nodes on their own probabilities; this bundle's router is learned",
-        )
     providers = list(zip(state.runtime.plan.names, state.runtime.plan.options, strict=True))
     graphs: dict[str, GraphExecutor] = {}
     for path in state.config.graphs:
@@ -62,6 +57,14 @@ def load_graphs(state: AgentState) -> dict[str, GraphExecutor]:
         if name in graphs or name == manifest.model_id:
             executor.close()
             raise GraphSpecError(GraphErrorCode.NAME_TAKEN, f"a model named {name} exists")
+        routed = any(n.route == "auto" for n in executor.graph.nodes.values())
+        if routed and manifest.router.signal == "learned":
+            executor.close()
+            raise GraphSpecError(
+                GraphErrorCode.BAD_ROUTE,
+                f"graph {name}: routed nodes are decided on their own probabilities; this "
+                "bundle's router is the learned one",
+            )
         graphs[name] = executor
     return graphs
 
