@@ -16,9 +16,12 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 import pytest
-from agent_stack import agent_argv, enrolled, free_port, write_config
+from agent_stack import agent_argv, enrolled, free_port, health, until, write_config
 from graph_bundle import graph_bundle
+from sqlalchemy import select
 
+from cloud_hub.store import Store, sqlite_url
+from cloud_hub.store.schema import device_reports
 from edge_agent.graphs import load_graph
 from escalade.procs import service
 from escalade_protocol.artifacts import load_manifest
@@ -86,6 +89,11 @@ async def test_a_graph_served_as_a_kserve_model(built: Path, tmp_path: Path) -> 
         aiohttp.ClientSession() as http,
     ):
         seen = await asyncio.to_thread(triton_calls, agent.url, name, rows)
+
+        async def drained() -> bool:
+            return (await health(http, agent.url)).outbox_depth == 0
+
+        await until(drained, what="the graph's outcome records delivered")
         # The bundle's own model is still served beside the graph; unknown names are 404.
         async with http.get(f"{agent.url}/v2/models/{manifest.model_id}/ready") as resp:
             assert resp.status == 200
@@ -93,6 +101,20 @@ async def test_a_graph_served_as_a_kserve_model(built: Path, tmp_path: Path) -> 
             assert resp.status == 404
         async with http.get(f"{agent.url}/v2/models/{name}/versions/9") as resp:
             assert resp.status == 404
+
+    # Each graph answer's outcome record reached the hub, under the graph's name.
+    store = Store.open(sqlite_url(tmp_path / "hub"))
+    try:
+        with store.engine.connect() as conn:
+            records = conn.execute(
+                select(device_reports.c.model_id, device_reports.c.path, device_reports.c.reason)
+            ).all()
+    finally:
+        store.close()
+    assert sorted(tuple(r) for r in records) == [
+        (name, "escalated", "forced_hub"),
+        (name, "local", "confident"),
+    ]
 
     assert seen["ready"] is True
     metadata = seen["metadata"]

@@ -18,7 +18,9 @@ loop only.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,11 +32,12 @@ from edge_agent.graphs.errors import GraphErrorCode, GraphSpecError
 from edge_agent.graphs.executor import F32, GraphAnswer, GraphExecutor, Routed, RouteFn
 from edge_agent.graphs.load import load_graph
 from edge_agent.graphs.spec import Node
-from edge_agent.router import HubAnswered, compute_signals, decide, observe
+from edge_agent.router import HubAnswered, Reason, compute_signals, decide, observe
 from edge_agent.router import Routed as RouterRouted
 from escalade_protocol.artifacts import ENCODER_INPUT, verified_path
+from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ErrorCode, ProtocolError
-from escalade_protocol.messages import Route
+from escalade_protocol.messages import AnswerReason, Route
 
 if TYPE_CHECKING:
     from edge_agent.api import AgentState
@@ -81,7 +84,31 @@ def calibrate(state: AgentState, graphs: Mapping[str, GraphExecutor]) -> None:
         executor.calibrate(sample)
 
 
-def agent_route(state: AgentState, route: Route) -> RouteFn:
+# Local by choice, or escalated: any other reason means the router wanted the hub and could
+# not have it (the cascade's "degraded" answers).
+_CHOSEN = frozenset(
+    {
+        AnswerReason.CONFIDENT,
+        AnswerReason.FORCED_LOCAL,
+        AnswerReason.UNCERTAIN,
+        AnswerReason.EXPLORE,
+        AnswerReason.FORCED_HUB,
+        AnswerReason.OUT_OF_DOMAIN,
+    }
+)
+
+
+@dataclass(slots=True)
+class _Row:
+    """What the router saw of the row's routed node (the last one, if several)."""
+
+    local_label: int | None = None
+    signal: float = 0.0
+    reason: AnswerReason = AnswerReason.CONFIDENT
+    hub_latency_us: int | None = None
+
+
+def agent_route(state: AgentState, route: Route, row: _Row) -> RouteFn:
     async def decide_node(node: Node, probabilities: F32, embedding: F32, features: F32) -> Routed:
         client = state.client
         assert client is not None
@@ -97,27 +124,58 @@ def agent_route(state: AgentState, route: Route) -> RouteFn:
             hub_up=client.hub_up,
         )
         state.router = observe(state.router, RouterRouted(decision, now))
-        if not decision.escalate:
-            return Routed(probabilities, "local", decision.reason.value)
+        row.local_label, row.signal = int(np.argmax(probabilities)), decision.confidence
+        if decision.reason is Reason.HUB_DOWN:
+            row.reason = client.status().failure or AnswerReason.HUB_UNREACHABLE
+        else:
+            row.reason = AnswerReason(decision.reason.value)
         bands = state.domain.bands if state.config.check_embedding_bands else None
+        if not decision.escalate:
+            return Routed(probabilities, "local", row.reason.value)
         if bands is not None and bands.would_be_refused(embedding):
-            return Routed(probabilities, "local", "embedding_out_of_band")
+            row.reason = AnswerReason.EMBEDDING_OUT_OF_BAND
+            return Routed(probabilities, "local", row.reason.value)
         asked = time.perf_counter()
         try:
             result = await client.escalate(embedding, features=features.reshape(-1))
         except HubUnavailable as exc:
-            return Routed(probabilities, "local", exc.reason.value)
-        agreed = result.answer.label == int(np.argmax(probabilities))
-        latency_ms = (time.perf_counter() - asked) * 1e3
+            row.reason = exc.reason
+            return Routed(probabilities, "local", row.reason.value)
+        latency = time.perf_counter() - asked
+        row.hub_latency_us = int(latency * 1e6)
+        agreed = result.answer.label == row.local_label
         state.router = observe(
-            state.router, HubAnswered(decision, agreed=agreed, latency_ms=latency_ms)
+            state.router, HubAnswered(decision, agreed=agreed, latency_ms=latency * 1e3)
         )
         if state.audits is not None:
             state.audits.escalated(result)
         hub = result.answer.probabilities.to_numpy().astype(np.float32)
-        return Routed(hub, "hub", decision.reason.value)
+        return Routed(hub, "hub", row.reason.value)
 
     return decide_node
+
+
+def _record(
+    executor: GraphExecutor, answer: GraphAnswer, row: _Row, latency_s: float
+) -> OutcomeRecord:
+    """The answer's outcome record, under the graph's name and version as the model."""
+    if answer.escalated:
+        path = OutcomePath.ESCALATED
+    else:
+        path = OutcomePath.LOCAL if row.reason in _CHOSEN else OutcomePath.DEGRADED
+    return OutcomeRecord(
+        record_id=uuid.uuid4(),
+        at_ms=time.time_ns() // 1_000_000,
+        model_id=executor.graph.name,
+        model_version=executor.graph.version,
+        path=path,
+        reason=row.reason.value,
+        local_label=answer.label if row.local_label is None else row.local_label,
+        hub_label=answer.label if answer.escalated else None,
+        signal=answer.confidence if row.local_label is None else row.signal,
+        latency_us=int(latency_s * 1e6),
+        hub_latency_us=row.hub_latency_us,
+    )
 
 
 def _tensors(answers: list[GraphAnswer]) -> v2.Tensors:
@@ -241,8 +299,13 @@ def add_graph_routes(app: web.Application, key: web.AppKey[Any], names: list[str
             # the device), as they do on the cascade's path.
             outside = domain is not None and not domain.contains(row)
             features = domain.clip(row) if outside and domain is not None else row
-            routed = agent_route(state, "local" if outside else route)
-            answers.append(await executor.execute(features, route=routed))
+            started = time.perf_counter()
+            seen = _Row(reason=AnswerReason.OUT_OF_DOMAIN if outside else AnswerReason.CONFIDENT)
+            routed = agent_route(state, "local" if outside else route, seen)
+            answer = await executor.execute(features, route=routed)
+            # Committed before the answer leaves, as the cascade's answers are.
+            await state.outbox.add(_record(executor, answer, seen, time.perf_counter() - started))
+            answers.append(answer)
         name = executor.graph.name
         return v2.render_tensors(
             parsed,
