@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 from graph_bundle import graph_bundle
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.graphs import GraphErrorCode, GraphSpecError, load_graph, parse_spec, plan, validate
+from edge_agent.graphs.spec import ancestors
 from escalade_protocol.artifacts import load_manifest, sha256_file
 
 CLASSES = 10
@@ -202,3 +205,39 @@ def test_an_onnx_file_that_disagrees_with_the_spec_is_bad_model(built: Path) -> 
     with pytest.raises(GraphSpecError) as caught:
         load_graph(spec, bundle_dir=built, manifest=manifest)
     assert caught.value.code is GraphErrorCode.BAD_MODEL
+
+
+@st.composite
+def random_graphs(draw: st.DrawFn) -> str:
+    """An embed node, then up to six head nodes reading it, a random subset of them gates and
+    one the output (nodes that are neither would be refused as unused)."""
+    count = draw(st.integers(min_value=1, max_value=6))
+    gates = draw(st.lists(st.booleans(), min_size=count, max_size=count))
+    output = draw(st.integers(min_value=0, max_value=count - 1))
+    text = HEADER.format(output=f"h{output}") + EMBED
+    for i, gate in enumerate(gates):
+        if gate or i == output:
+            exit_line = "\nexit_threshold = 0.9" if gate else ""
+            text += node(f"h{i}", f'model = "head"\ninputs = ["embed"]{exit_line}')
+    return text
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs())
+def test_every_plan_runs_each_node_once_after_its_inputs(text: str) -> None:
+    """Property: each node in exactly one stage, after every node it reads; each gate's exit is
+    checked in the stage that ran it; before that stage only the ancestors of this gate and of
+    earlier gates ran (nothing is spent on work a gate might make unnecessary)."""
+    graph = validate(parse_spec(text), num_classes=CLASSES)
+    stages = plan(graph).stages
+    where = {n: i for i, s in enumerate(stages) for n in s.nodes}
+    assert sorted(where) == sorted(graph.nodes)
+    assert sum(len(s.nodes) for s in stages) == len(graph.nodes)
+    for node_id, graph_node in graph.nodes.items():
+        assert all(where[d] < where[node_id] for d in graph_node.inputs if d != "input")
+    allowed: set[str] = set()
+    for i, stage in enumerate(stages):
+        for gate in stage.exits:
+            assert gate in stage.nodes
+            allowed |= {gate, *ancestors(graph.nodes, gate)}
+            assert {n for s in stages[:i] for n in s.nodes} <= allowed
