@@ -112,9 +112,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not (models / MANIFEST_NAME).exists():
         console.print(f"demo models not found in {models}: building them (digits, seed 0)")
         build_models("digits", models, 0, graph=True)
-    elif cached and not (models / "graph" / "graph.toml").exists():
-        # A cache from before task graphs: add the demo's graph to it.
-        build_demo_graph(models)
     try:
         manifest = check_bundle(models)
     except BundleError as exc:
@@ -126,6 +123,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(f"[red]escalade: error:[/] the model bundle in {models} is damaged: {exc}")
         console.print(f"  {fix}")
         return 2
+    if cached and not (models / "graph" / "graph.toml").exists():
+        # A checked cache from before task graphs: add the demo's graph to it.
+        build_demo_graph(models)
     console.print(
         describe(models, manifest) + (" (the cache; --rebuild to rebuild)" if cached else "")
     )
