@@ -40,6 +40,8 @@ from edge_agent.discovery import MdnsSettings, on_lan
 from edge_agent.discovery.announce import agent_advert
 from edge_agent.domain import BundleDomain
 from edge_agent.errors import HubUnavailable
+from edge_agent.graphs.serve import GRAPHS, add_graph_routes, load_graphs
+from edge_agent.graphs.serve import calibrate as calibrate_graphs
 from edge_agent.hub_choice import CandidateSource, CandidateView
 from edge_agent.hub_client import HubClient
 from edge_agent.hub_pool import CandidateInfo, HubPool, Hubs
@@ -464,10 +466,14 @@ def make_app(state: AgentState) -> web.Application:
         max_wait_s=state.config.max_batch_wait_ms / 1000.0,
     )
 
+    graphs = load_graphs(state)
+    app[GRAPHS] = graphs
+
     async def hub_session(_app: web.Application) -> AsyncIterator[None]:
         from edge_agent.service import run_background
 
         state.runtime.warm_up()
+        calibrate_graphs(state, graphs)
         config = state.config
         async with aiohttp.ClientSession() as http:
 
@@ -514,6 +520,8 @@ def make_app(state: AgentState) -> web.Application:
             ):
                 yield
         state.outbox.close()
+        for executor in graphs.values():
+            executor.close()
         log.info("agent stopped")
 
     app.cleanup_ctx.append(hub_session)
@@ -521,5 +529,6 @@ def make_app(state: AgentState) -> web.Application:
     app.router.add_get("/v1/health", handle_health)
     app.router.add_get("/v1/hubs", handle_hubs)
     app.router.add_get("/metrics", handle_metrics)
+    add_graph_routes(app, STATE, list(graphs))  # before the bundle model's /v2/models/{name}
     v2.add_routes(app, STATE, answer)
     return app

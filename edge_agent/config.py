@@ -21,6 +21,7 @@ Example ``agent.toml`` (`edge-agent init` writes one)::
     out_of_domain = "flag"              # or "refuse": inputs outside the bundle's domain
     api_token_file = "/etc/escalade-agent/api-token"   # optional bearer token for the local API
     allowed_origins = []                # browser origins allowed to call the local API
+    graphs = ["graph/graph.toml"]       # task graphs served at /v2/models/<graph name>
 
     [attestation]                       # what hub evidence to trust (attestation.policy)
     mrenclave = ["<64 hex>"]            # from `gramine-sgx-sigstruct-view` (docs/enclave.md)
@@ -134,6 +135,9 @@ class AgentConfig(BaseModel):
     release_keys: tuple[str, ...] = ()
     bundle_check_s: float = Field(default=30.0, ge=0, le=86_400)
     bundle_probation: int = Field(default=32, ge=0, le=100_000)
+    # Task graphs served as KServe v2 models (docs/task-graphs.md): spec files, relative to
+    # models_dir unless absolute; each is validated against the bundle when the agent starts.
+    graphs: tuple[Path, ...] = ()
     # The appraisal policy for hub evidence, from [attestation] or --policy.
     policy: AppraisalPolicy = Field(default_factory=AppraisalPolicy, exclude=True)
 
@@ -142,6 +146,15 @@ class AgentConfig(BaseModel):
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be finite")
+        return value
+
+    @field_validator("graphs")
+    @classmethod
+    def _graph_specs(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        if any(path.suffix != ".toml" for path in value):
+            raise ValueError("graph specs are .toml files")
+        if len(set(value)) != len(value):
+            raise ValueError("a graph spec is listed twice")
         return value
 
     @classmethod

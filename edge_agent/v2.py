@@ -158,7 +158,7 @@ def _tensor(tensor: TensorIn, chunk: bytes | None, *, input_dim: int) -> npt.NDA
     return values.astype(np.float32).reshape(shape)
 
 
-def _route(request: InferRequestV2) -> Route:
+def route_of(request: InferRequestV2) -> Route:
     route = request.parameters.get("route", "auto")
     if route not in ("auto", "local", "hub"):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "parameter route must be auto, local or hub")
@@ -190,8 +190,26 @@ def _binary(datatype: str, data: list[Any]) -> bytes:
 def render_response(
     request: InferRequestV2, answers: list[InferResponse], *, model: str, version: int
 ) -> web.Response:
-    tensors = _outputs(answers)
-    wanted = request.outputs or [OutputWanted(name=name) for name in OUTPUTS]
+    parameters = {"hub_errors": [a.hub_error.value if a.hub_error else "" for a in answers]}
+    return render_tensors(
+        request, _outputs(answers), model=model, version=version, parameters=parameters
+    )
+
+
+Tensors = dict[str, tuple[str, list[int], list[Any]]]
+
+
+def render_tensors(
+    request: InferRequestV2,
+    tensors: Tensors,
+    *,
+    model: str,
+    version: int,
+    parameters: dict[str, Any],
+) -> web.Response:
+    """The v2 response for `tensors` (name -> datatype, shape, flat data): the outputs the
+    request asks for (all, in order, by default), JSON or binary as asked."""
+    wanted = request.outputs or [OutputWanted(name=name) for name in tensors]
     all_binary = bool(request.parameters.get("binary_data_output", False))
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
@@ -211,7 +229,7 @@ def render_response(
         "model_name": model,
         "model_version": str(version),
         "outputs": outputs,
-        "parameters": {"hub_errors": [a.hub_error.value if a.hub_error else "" for a in answers]},
+        "parameters": parameters,
     }
     if request.id is not None:
         header["id"] = request.id
@@ -300,7 +318,7 @@ def add_routes(app: web.Application, key: web.AppKey[Any], answer: AnswerFn[Any]
         parsed, rows = parse_request(
             body, request.headers.get(HEADER_LENGTH), input_dim=int(m.input_dim)
         )
-        route = _route(parsed)
+        route = route_of(parsed)
         answers = await asyncio.gather(*(answer(state, row, route) for row in rows))
         return render_response(parsed, list(answers), model=name, version=int(m.model_version))
 

@@ -37,6 +37,7 @@ def build_models(
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
     encoder: Literal["pca", "mlp"] = "pca",
+    graph: bool = False,
 ) -> None:
     from escalade.modelbuild import build_bundle
 
@@ -58,9 +59,18 @@ def build_models(
         f"hub {m.hub_accuracy:.2%}, cascade {m.cascade_accuracy:.2%} "
         f"at {m.escalation_rate:.1%} escalated (test split)"
     )
+    if graph:
+        build_demo_graph(out)
     warning = hub_accuracy_warning(m)
     if warning is not None:
         console.print(f"[bold yellow]warning:[/] {warning}")
+
+
+def build_demo_graph(models: Path) -> None:
+    from escalade.modelbuild.graph_heads import build_graph
+
+    spec = build_graph(models)
+    console.print(f"built the task graph (gate, group gate, specialists) in {spec}")
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
@@ -74,6 +84,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             hub_hidden=args.hub_hidden,
             hub_epochs=args.hub_epochs,
             encoder=args.encoder,
+            graph=args.graph,
         )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -100,7 +111,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(models)
     if not (models / MANIFEST_NAME).exists():
         console.print(f"demo models not found in {models}: building them (digits, seed 0)")
-        build_models("digits", models, 0)
+        build_models("digits", models, 0, graph=True)
     try:
         manifest = check_bundle(models)
     except BundleError as exc:
@@ -112,6 +123,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(f"[red]escalade: error:[/] the model bundle in {models} is damaged: {exc}")
         console.print(f"  {fix}")
         return 2
+    if cached and not (models / "graph" / "graph.toml").exists():
+        # A checked cache from before task graphs: add the demo's graph to it.
+        build_demo_graph(models)
     console.print(
         describe(models, manifest) + (" (the cache; --rebuild to rebuild)" if cached else "")
     )
@@ -261,6 +275,31 @@ def cmd_bench_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_graph(args: argparse.Namespace) -> int:
+    from escalade.graph_bench import markdown, run_graph_bench
+    from escalade.modelbuild import DatasetError
+
+    started = time.perf_counter()
+    try:
+        with progress_bar() as step:
+            report = run_graph_bench(
+                args.dataset,
+                seed=args.seed,
+                quick=args.quick,
+                models=Path(args.models).expanduser() if args.models else None,
+                progress=step,
+            )
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2
+    print(markdown(report))
+    console.print(f"({time.perf_counter() - started:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -320,6 +359,13 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     lifecycle.add_argument("--quick", action="store_true", help="a small fleet, quick fits")
     lifecycle.add_argument("--json", default=None, help="also write the figures as JSON here")
     lifecycle.set_defaults(func=cmd_bench_lifecycle)
+    graph = bench.add_parser("graph", help="task graph: parallel vs sequence, early exit")
+    graph.add_argument("--dataset", default="digits", help="digits, fashion-mnist, npz:P, csv:P")
+    graph.add_argument("--models", default=None, help="bundle to use (default: build one)")
+    graph.add_argument("--seed", type=int, default=0)
+    graph.add_argument("--quick", action="store_true", help="a small build and 120 inputs")
+    graph.add_argument("--json", default=None, help="also write the figures as JSON here")
+    graph.set_defaults(func=cmd_bench_graph)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pca", "mlp"),
         default="pca",
         help="pca (linear, default) or mlp (private: narrow nonlinear, see docs/privacy.md)",
+    )
+    build.add_argument(
+        "--graph",
+        action="store_true",
+        help="also build the demo task graph (gate and specialists, docs/task-graphs.md)",
     )
     build.add_argument(
         "--sign-key", default=None, help="release key to sign the bundle with (models keygen)"

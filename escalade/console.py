@@ -86,6 +86,12 @@ def print_demo_report(report: DemoReport) -> None:
         table.add_row("hub attestation verdict", f"{a.status} ({a.tee})")
     pc = report.policy_check
     table.add_row("strict agent (default policy)", f"{pc.source} answer, reason {pc.reason}")
+    if report.graph is not None:
+        g = report.graph
+        table.add_row(f"task graph {g.name}: ended early at the gate", f"{g.ended_early:.1%}")
+        table.add_row("task graph: escalated (routed node at the hub)", f"{g.escalated:.1%}")
+        table.add_row("task graph: accuracy", f"{g.accuracy:.2%}")
+        table.add_row("task graph: latency ms p50 / p95", _ms(g.latency_ms))
     out.print(table)
     out.print(f"bytes per escalation vs raw upload: {report.bytes.note}")
     if report.simulated_tee:

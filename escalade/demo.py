@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from edge_agent.graphs import parse_spec
 from escalade.bundle_notes import bytes_note
 from escalade.procs import Service, agent_command, enroll_agent, hub_command, migrate_hub, service
 from escalade_protocol.artifacts import ModelManifest, load_manifest, verified_path
@@ -74,6 +76,18 @@ class PolicyCheck(_Report):
     attestation: AttestationSummary | None
 
 
+class GraphDemo(_Report):
+    """The bundle's task graph (docs/task-graphs.md) over the same inputs, through the agent's
+    KServe v2 endpoint for it."""
+
+    name: str
+    inputs: int
+    ended_early: float  # share the confident gate settled
+    escalated: float  # share whose routed node went to the hub
+    accuracy: float
+    latency_ms: Percentiles
+
+
 class DemoReport(_Report):
     model_id: str
     model_version: int
@@ -88,6 +102,7 @@ class DemoReport(_Report):
     attestation: AttestationSummary | None
     simulated_tee: bool
     policy_check: PolicyCheck
+    graph: GraphDemo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +207,57 @@ async def _replay(
     return outcomes
 
 
+async def _graph_replay(
+    http: aiohttp.ClientSession,
+    *,
+    agent: Service,
+    name: str,
+    X: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+    progress: Progress,
+) -> GraphDemo:
+    """Each input through the graph's v2 endpoint; the response parameters say how it ran."""
+    url = f"{agent.url}/v2/models/{name}/infer"
+    loop = asyncio.get_running_loop()
+    labels, early, escalated, latency = [], [], [], []
+    for i, features in enumerate(X):
+        body = {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, len(features)],
+                    "datatype": "FP32",
+                    "data": [float(v) for v in features],
+                }
+            ],
+            "outputs": [{"name": "label"}],
+        }
+        started = loop.time()
+        async with http.post(url, json=body) as response:
+            raw = await response.json()
+            if response.status != 200:
+                raise RuntimeError(f"agent answered HTTP {response.status}: {raw}")
+        latency.append((loop.time() - started) * 1000.0)
+        labels.append(int(raw["outputs"][0]["data"][0]))
+        early.append(bool(raw["parameters"]["ended_early"]))
+        escalated.append(bool(raw["parameters"]["escalated"]))
+        progress(f"graph {name}", i + 1, len(X))
+    return GraphDemo(
+        name=name,
+        inputs=len(X),
+        ended_early=float(np.mean(early)),
+        escalated=float(np.mean(escalated)),
+        accuracy=float(np.mean(np.asarray(labels) == y)),
+        latency_ms=percentiles(latency),
+    )
+
+
+def graph_spec(models_dir: Path) -> Path | None:
+    """The bundle's task graph spec (`escalade models build --graph`), if it has one."""
+    spec = models_dir / "graph" / "graph.toml"
+    return spec if spec.is_file() else None
+
+
 async def run_demo(models_dir: Path, *, progress: Progress, limit: int | None = None) -> DemoReport:
     manifest = load_manifest(models_dir)
     with np.load(verified_path(models_dir, manifest.test_split)) as data:
@@ -210,15 +276,29 @@ async def run_demo(models_dir: Path, *, progress: Progress, limit: int | None = 
             progress("starting hub", 1, 1)
             await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
             agent_argv = agent_command(agent_dir, models_dir)
+            spec = graph_spec(models_dir)
+            graph_argv: list[str] = []
+            if spec is not None:
+                config = root / "agent-graph.toml"
+                config.write_text(f"graphs = [{json.dumps(str(spec))}]\n")
+                graph_argv = ["--config", str(config)]
             progress("starting agent", 0, 1)
             async with (
-                service("agent", [*agent_argv, "--allow-simulated-tee"], log_dir=root) as agent,
+                service(
+                    "agent", [*agent_argv, *graph_argv, "--allow-simulated-tee"], log_dir=root
+                ) as agent,
                 aiohttp.ClientSession() as http,
             ):
                 progress("starting agent", 1, 1)
                 replay = functools.partial(_replay, http, agent=agent, X=X, progress=progress)
                 cascade = await replay(route="auto", label="cascade (router decides)")
                 hub_only = await replay(route="hub", label="hub only (every input escalated)")
+                graph = None
+                if spec is not None:
+                    name = parse_spec(spec.read_text()).name
+                    graph = await _graph_replay(
+                        http, agent=agent, name=name, X=X, y=y, progress=progress
+                    )
             # The same device, with the default policy: it must refuse the simulated hub.
             async with (
                 service("strict-agent", agent_argv, log_dir=root) as strict,
@@ -228,4 +308,5 @@ async def run_demo(models_dir: Path, *, progress: Progress, limit: int | None = 
     policy_check = PolicyCheck(
         source=refused.source, reason=refused.reason, attestation=refused.attestation
     )
-    return summarize(manifest, y, cascade, hub_only, policy_check)
+    report = summarize(manifest, y, cascade, hub_only, policy_check)
+    return report.model_copy(update={"graph": graph})

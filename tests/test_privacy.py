@@ -14,6 +14,10 @@ from escalade.privacy_bench.attackers import reidentified, relative_l2
 from escalade.privacy_bench.ssim import ssim
 from escalade.privacy_bench.table import markdown
 
+# The module's fixture builds an MLP bundle and trains the attackers' decoders (~40 s alone);
+# its time counts against whichever test asks first, and a loaded 2-core CI machine took 3x.
+pytestmark = pytest.mark.timeout(400)
+
 
 @pytest.fixture(scope="module")
 def report(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> PrivacyReport:

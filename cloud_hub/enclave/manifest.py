@@ -31,6 +31,7 @@ from string import Template
 from typing import Any, Final
 
 from cloud_hub.enclave.closure import distribution_closure, trusted_entries
+from cloud_hub.enclave.libraries import LddUnavailable, elf_objects, system_libraries
 
 TEMPLATE_NAME: Final = "cloud-hub.manifest.template"
 # Where the hub's state (SQLite database, device records) lives inside the enclave.
@@ -73,6 +74,10 @@ STDLIB_UNTRUSTED: Final = frozenset(
         "lib2to3",
     }
 )
+# The static libpython and build files (`config-3.11-x86_64-linux-gnu`, 45 MB): only for
+# compiling extensions.
+STDLIB_UNTRUSTED_PREFIX: Final = "config-"
+
 LOG_LEVELS: Final = frozenset({"none", "error", "warning", "debug", "trace", "all"})
 # Mounted by the manifest itself: the root, Gramine's runtime, the in-enclave tmpfs.
 _RESERVED_MOUNT_POINTS: Final = frozenset({Path("/"), Path("/lib"), Path("/tmp")})  # noqa: S108
@@ -91,6 +96,9 @@ class EnclaveLayout:
     python_lib_dirs: list[Path] = field(default_factory=list)  # lib-dynload when outside stdlib
     python_libraries: list[Path] = field(default_factory=list)  # libpython*.so, when shared
     system_lib_dirs: list[Path] = field(default_factory=list)  # /lib/<multiarch>, /usr/lib/...
+    # What in system_lib_dirs is trusted: the libraries the hub loads (libraries.py); empty
+    # trusts the system_lib_dirs whole.
+    system_libraries: list[Path] = field(default_factory=list)
     site_packages: list[Path]  # on PYTHONPATH and mounted
     # What inside site_packages is trusted: the hub's distribution closure (closure.py); empty
     # trusts the site_packages directories whole.
@@ -210,6 +218,21 @@ def current_layout(
         site_entries = trusted_entries(distribution_closure())
     except PackageNotFoundError:  # run from a source tree without installing: trust it all
         site_entries = []
+    objects = elf_objects(
+        [
+            Path(sys.executable).resolve(),
+            *libraries,
+            stdlib / "lib-dynload",
+            *lib_dirs,
+            *(site_entries or site_packages),
+        ]
+    )
+    # tkinter is untrusted, so its extension's X11 and Tcl/Tk libraries need not be trusted.
+    objects = [path for path in objects if not path.name.startswith("_tkinter")]
+    try:
+        libraries_loaded = system_libraries(objects, system_lib_dirs)
+    except LddUnavailable:
+        libraries_loaded = []
     models = models_dir.expanduser().resolve()
     extra = list(extra_hub_args)
     allowed = []
@@ -223,6 +246,7 @@ def current_layout(
         python_lib_dirs=lib_dirs,
         python_libraries=libraries,
         system_lib_dirs=system_lib_dirs,
+        system_libraries=libraries_loaded,
         site_packages=site_packages,
         site_entries=site_entries,
         hub_packages=hub_packages,
@@ -287,6 +311,7 @@ def _check_paths(layout: EnclaveLayout) -> None:
     every = {
         **mounted,
         "python_home": [layout.python_home],
+        "system_libraries": layout.system_libraries,
         "data_dir": [layout.data_dir],
         "data_host_dir": [layout.data_host_dir],
     }
@@ -345,19 +370,23 @@ def _mounts(layout: EnclaveLayout) -> list[dict[str, str]]:
 def _stdlib_entries(stdlib: Path) -> list[Path]:
     if not stdlib.is_dir():
         return [stdlib]
-    return sorted(path for path in stdlib.iterdir() if path.name not in STDLIB_UNTRUSTED)
+    return sorted(
+        path
+        for path in stdlib.iterdir()
+        if path.name not in STDLIB_UNTRUSTED and not path.name.startswith(STDLIB_UNTRUSTED_PREFIX)
+    )
 
 
 def _trusted(layout: EnclaveLayout) -> list[str]:
     site = layout.site_entries or layout.site_packages
     stdlib = _stdlib_entries(layout.python_stdlib)
-    files = [layout.python_executable, *layout.python_libraries]
+    files = [layout.python_executable, *layout.python_libraries, *layout.system_libraries]
     files += [path for path in (*site, *stdlib) if not path.is_dir()]
     dirs = _unique(
         [
             *(path for path in stdlib if path.is_dir()),
             *layout.python_lib_dirs,
-            *layout.system_lib_dirs,
+            *([] if layout.system_libraries else layout.system_lib_dirs),
             *(path for path in site if path.is_dir()),
             *layout.hub_packages,
             layout.models_dir,
