@@ -37,6 +37,7 @@ def build_models(
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
     encoder: Literal["pca", "mlp"] = "pca",
+    network: bool = False,
 ) -> None:
     from escalade.modelbuild import build_bundle
 
@@ -50,6 +51,7 @@ def build_models(
             hub_hidden=hub_hidden,
             hub_epochs=hub_epochs,
             encoder_kind=encoder,
+            network=network,
         )
     m = manifest.metrics
     console.print(
@@ -74,6 +76,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             hub_hidden=args.hub_hidden,
             hub_epochs=args.hub_epochs,
             encoder=args.encoder,
+            network=args.network,
         )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -318,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pca", "mlp"),
         default="pca",
         help="pca (linear, default) or mlp (private: narrow nonlinear, see docs/privacy.md)",
+    )
+    build.add_argument(
+        "--network",
+        action="store_true",
+        help="also build the hub's model network: small, wide and specialist hub models, "
+        "fusion weights and the meta-router (docs/model-network.md)",
     )
     build.add_argument(
         "--sign-key", default=None, help="release key to sign the bundle with (models keygen)"

@@ -14,6 +14,7 @@ from escalade.modelbuild.datasets import load_dataset
 from escalade.modelbuild.evaluate import OnnxRunner, measure
 from escalade.modelbuild.files import npz_bytes, write_atomic
 from escalade.modelbuild.onnx_export import classifier_model, encoder_model, serialize
+from escalade.modelbuild.network import fit_network
 from escalade.modelbuild.router import calibrate_router
 from escalade.modelbuild.stats import embedding_statistics
 from escalade.modelbuild.train import (
@@ -144,6 +145,8 @@ def build_bundle(
     hub_hidden: tuple[int, ...] | None = None,
     hub_epochs: int | None = None,
     encoder_kind: EncoderKind = "pca",
+    network: bool = False,
+    network_base_price: float = 1.0,
 ) -> ModelManifest:
     """Train encoder, edge head and hub on `dataset`, export them to ONNX and write a bundle.
 
@@ -151,7 +154,10 @@ def build_bundle(
     stratified subset; for quick builds in tests). `hub_hidden` (and `hub_epochs`) replace the
     recipe's hub layers: a wider hub costs more per input, which is where the hub's dynamic
     batching pays (bench/escalation.py --batching). `encoder_kind`: "pca" (the default, linear) or
-    "mlp" (the private recipe, docs/privacy.md). Deterministic for a given seed and
+    "mlp" (the private recipe, docs/privacy.md). `network`: also the hub's model network (small,
+wide and specialist models, pooling weights, the meta-router's prior; docs/model-network.md),
+priced per 1000 inputs in proportion to multiply-adds, the generalist's at
+`network_base_price`. Deterministic for a given seed and
     machine: the same inputs give byte-identical files.
     """
     step = on_step or _no_progress
@@ -223,6 +229,25 @@ def build_bundle(
     )
     done()
 
+    built_network = None
+    if network:
+        built_network = fit_network(
+            model_id=model_id,
+            dataset_slug=data.slug,
+            recipe=recipe,
+            num_classes=data.num_classes,
+            hub=hub,
+            hub_file=HUB_FILE,
+            train_embedding=train_embedding,
+            y_train=split.y_train,
+            cal_embedding=cal_embedding,
+            cal_local=runner.edge_probabilities(cal_embedding),
+            y_cal=split.y_cal,
+            seed=seed,
+            base_price=network_base_price,
+            step=step,
+        )
+
     done = stage("measuring on test split")
     metrics = measure(runner, split.X_test, split.y_test, router)
     done()
@@ -239,6 +264,7 @@ def build_bundle(
         # Raw inputs compress well (pixels are small integers); deflate stays deterministic.
         TEST_FILE: npz_bytes({"X": split.X_test, "y": split.y_test}, compress=True),
         CALIBRATION_SPLIT_FILE: npz_bytes({"X": split.X_cal, "y": split.y_cal}, compress=True),
+        **(built_network.files if built_network is not None else {}),
     }
     artifacts: dict[str, ArtifactFile] = {}
     for name, content in contents.items():
@@ -260,6 +286,7 @@ def build_bundle(
         test_split=artifacts[TEST_FILE],
         calibration_split=artifacts[CALIBRATION_SPLIT_FILE],
         router=router,
+        network=built_network.spec(artifacts) if built_network is not None else None,
         metrics=metrics,
     )
     write_manifest(out_dir, manifest)

@@ -67,7 +67,7 @@ class BundleVerdict:
 
 def artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
     """Every file the manifest names (the roles' files and the optional ones)."""
-    named = [
+    named: list[ArtifactFile | None] = [
         manifest.encoder,
         manifest.head,
         manifest.hub,
@@ -76,7 +76,10 @@ def artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
         manifest.calibration_split,
         manifest.router_model,
     ]
-    return [f for f in named if f is not None]
+    if manifest.network is not None:
+        named += [m.file for m in manifest.network.models] + [manifest.network.router]
+    unique = {(f.path, f.sha256): f for f in named if f is not None}
+    return list(unique.values())
 
 
 def read_signature(bundle_dir: Path) -> ManifestSignature | None:
