@@ -53,6 +53,8 @@ class AnswerCost:
     model_us: int = 0  # hub model time, summed over the models run
     price_micros: int = 0  # declared price of the models run, in millionths of the unit
     request_bytes: int = 0  # the sealed envelope's size
+
+
 MAGIC: Final = b"ESA1"
 SIGNATURE_DOMAIN: Final = b"escalade/v1/answer\x00"
 
@@ -93,9 +95,9 @@ class Answer:
             .u32(self.model_version)
             .u16(self.label)
         )
-        self.probabilities.encode_into(writer).u64(self.timestamp_ms).u8(
-            1 if self.audit else 0
-        ).u8(len(self.models))
+        self.probabilities.encode_into(writer).u64(self.timestamp_ms).u8(1 if self.audit else 0).u8(
+            len(self.models)
+        )
         for name in self.models:
             writer.text(name)
         return (

@@ -9,7 +9,7 @@ device's own probabilities (docs/model-network.md).
 
 from cloud_hub.models.fusion import expand_specialist, fit_pooling_weights, pool
 from cloud_hub.models.meta_router import MetaRouter, RouterPrior, RouterSettings, features
-from cloud_hub.models.network import ModelNetwork, NetworkAnswer, Plan
+from cloud_hub.models.network import ModelNetwork, NetworkAnswer, Plan, Routed
 from cloud_hub.models.registry import HubModels, RegisteredModel, select_models
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "NetworkAnswer",
     "Plan",
     "RegisteredModel",
+    "Routed",
     "RouterPrior",
     "RouterSettings",
     "expand_specialist",

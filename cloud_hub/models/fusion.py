@@ -12,7 +12,7 @@ pools like any other model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,9 @@ F64 = npt.NDArray[np.float64]
 # must not veto a class outright.
 FLOOR = 1e-6
 MAX_WEIGHT = 4.0
+# In an arm's model list: the specialist of the group the local probabilities favour.
+SPECIALIST_SLOT = "specialist"
+Group = tuple[tuple[int, ...], npt.NDArray[np.floating]]
 
 
 def _logs(sources: Sequence[npt.NDArray[np.floating]]) -> F64:
@@ -86,3 +89,33 @@ def fit_pooling_weights(
         nll, start, jac=True, method="L-BFGS-B", bounds=[(0.0, MAX_WEIGHT)] * len(sources)
     )
     return tuple(round(float(w), 6) for w in fitted.x)
+
+
+def route_to_specialists(local: npt.NDArray[np.floating], groups: Sequence[Group]) -> F64:
+    """Per row of `local` ([n, classes]), the answer of the specialist whose group has the
+    most local mass (the first on a tie), expanded to every class. `groups`: (classes,
+    that specialist's outputs [n, k]) each."""
+    base = np.asarray(local, np.float64)
+    masses = np.stack([base[:, list(c)].sum(axis=1) for c, _ in groups], axis=1)
+    chosen = masses.argmax(axis=1)
+    out = np.empty(base.shape, np.float64)
+    for k, (classes, probs) in enumerate(groups):
+        rows = chosen == k
+        out[rows] = expand_specialist(np.asarray(probs)[rows], classes, base[rows])
+    return out
+
+
+def arm_sources(
+    models: Sequence[str],
+    local: npt.NDArray[np.floating],
+    outputs: Mapping[str, npt.NDArray[np.floating]],
+    specialists: Sequence[Group],
+) -> list[npt.NDArray[np.floating]]:
+    """What an arm pools, local first, for many rows at once (builder and bench)."""
+    sources: list[npt.NDArray[np.floating]] = [local]
+    for name in models:
+        if name == SPECIALIST_SLOT:
+            sources.append(route_to_specialists(local, specialists))
+        else:
+            sources.append(outputs[name])
+    return sources

@@ -114,7 +114,9 @@ class MetaRouter:
         self._rewards = prior.rewards.copy()
         self._theta = np.einsum("kij,kj->ik", self._inverse, self._rewards)  # [d, arms]
         self._rng = np.random.default_rng(seed)
-        self.eligible = (self.prices <= settings.max_price) & (self.model_ms <= settings.max_model_ms)
+        self.eligible = (self.prices <= settings.max_price) & (
+            self.model_ms <= settings.max_model_ms
+        )
         if not self.eligible.any():  # nothing fits: the cheapest arm rather than no answer
             self.eligible[int(np.argmin(self.prices))] = True
         self._order = np.lexsort((self.model_ms, self.prices))  # cheapest first

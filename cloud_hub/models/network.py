@@ -12,14 +12,21 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from cloud_hub.models.fusion import expand_specialist, pool
-from cloud_hub.models.meta_router import MetaRouter, RouterPrior, RouterSettings, consensus, features
-from cloud_hub.models.registry import SPECIALIST_SLOT, HubModels
+from cloud_hub.models.fusion import SPECIALIST_SLOT, expand_specialist, pool
+from cloud_hub.models.meta_router import (
+    MetaRouter,
+    RouterPrior,
+    RouterSettings,
+    consensus,
+    features,
+)
+from cloud_hub.models.registry import HubModels
 from escalade_protocol.answer import FusionKind, RouteReason
 from escalade_protocol.artifacts import NetworkArm
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+GENERALIST = "generalist"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +40,21 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
-class NetworkAnswer:
-    probabilities: F32
+class Routed:
+    """What the hub ran for one request, as its answer reports it."""
+
     models: tuple[str, ...]
     reason: RouteReason
     fusion: FusionKind
+    # Hub model time (the models' measured latencies, summed) and declared price.
     model_us: int
     price: float
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkAnswer:
+    probabilities: F32
+    routed: Routed
 
 
 class ModelNetwork:
@@ -92,12 +107,14 @@ class ModelNetwork:
         if plan.reason is RouteReason.EXPLORE:
             self._learn(plan, local, outputs)
         return NetworkAnswer(
-            probabilities=probabilities.astype(np.float32),
-            models=plan.answer_models,
-            reason=plan.reason,
-            fusion=FusionKind.LOG_LINEAR,
-            model_us=int(round(self.models.model_ms(plan.run) * 1000)),
-            price=self.models.price(plan.run),
+            probabilities.astype(np.float32),
+            Routed(
+                models=plan.answer_models,
+                reason=plan.reason,
+                fusion=FusionKind.LOG_LINEAR,
+                model_us=round(self.models.model_ms(plan.run) * 1000),
+                price=self.models.price(plan.run),
+            ),
         )
 
     def _learn(self, plan: Plan, local: F32, outputs: dict[str, F32]) -> None:
@@ -107,4 +124,4 @@ class ModelNetwork:
         self.router.update(plan.context, agreed.astype(np.float64))
 
 
-__all__ = ["SPECIALIST_SLOT", "ModelNetwork", "NetworkAnswer", "Plan"]
+__all__ = ["GENERALIST", "SPECIALIST_SLOT", "ModelNetwork", "NetworkAnswer", "Plan", "Routed"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from cloud_hub.models.fusion import SPECIALIST_SLOT
 from escalade_protocol.artifacts import (
     EMBEDDING,
     PROBABILITIES,
@@ -24,7 +24,6 @@ from escalade_protocol.artifacts import (
 F32 = npt.NDArray[np.float32]
 # `--hub-models` names: a model's name or kind; "specialists" selects every specialist.
 SPECIALISTS = "specialists"
-SPECIALIST_SLOT = "specialist"
 
 
 class RegisteredModel:

@@ -13,8 +13,8 @@ import onnx
 from escalade.modelbuild.datasets import load_dataset
 from escalade.modelbuild.evaluate import OnnxRunner, measure
 from escalade.modelbuild.files import npz_bytes, write_atomic
-from escalade.modelbuild.onnx_export import classifier_model, encoder_model, serialize
 from escalade.modelbuild.network import fit_network
+from escalade.modelbuild.onnx_export import classifier_model, encoder_model, serialize
 from escalade.modelbuild.router import calibrate_router
 from escalade.modelbuild.stats import embedding_statistics
 from escalade.modelbuild.train import (
@@ -153,12 +153,12 @@ def build_bundle(
     `dataset` is any name `load_dataset` accepts. `max_train` caps the training split (a
     stratified subset; for quick builds in tests). `hub_hidden` (and `hub_epochs`) replace the
     recipe's hub layers: a wider hub costs more per input, which is where the hub's dynamic
-    batching pays (bench/escalation.py --batching). `encoder_kind`: "pca" (the default, linear) or
-    "mlp" (the private recipe, docs/privacy.md). `network`: also the hub's model network (small,
-wide and specialist models, pooling weights, the meta-router's prior; docs/model-network.md),
-priced per 1000 inputs in proportion to multiply-adds, the generalist's at
-`network_base_price`. Deterministic for a given seed and
-    machine: the same inputs give byte-identical files.
+    batching pays (bench/escalation.py --batching). `encoder_kind`: "pca" (the default,
+    linear) or "mlp" (the private recipe, docs/privacy.md). `network`: also the hub's model
+    network (small, wide and specialist models, pooling weights, the meta-router's prior;
+    docs/model-network.md), priced per 1000 inputs in proportion to multiply-adds, the
+    generalist's at `network_base_price`. Deterministic for a given seed and machine: the
+    same inputs give byte-identical files.
     """
     step = on_step or _no_progress
 
@@ -235,7 +235,6 @@ priced per 1000 inputs in proportion to multiply-adds, the generalist's at
             model_id=model_id,
             dataset_slug=data.slug,
             recipe=recipe,
-            num_classes=data.num_classes,
             hub=hub,
             hub_file=HUB_FILE,
             train_embedding=train_embedding,

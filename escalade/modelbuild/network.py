@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import onnxruntime as ort
 
-from cloud_hub.models.fusion import expand_specialist, fit_pooling_weights, pool
+from cloud_hub.models.fusion import SPECIALIST_SLOT, arm_sources, fit_pooling_weights, pool
 from cloud_hub.models.meta_router import RouterPrior, features
 from escalade.modelbuild.layers import F32, BuildError, Classifier
 from escalade.modelbuild.onnx_export import classifier_model, serialize
@@ -33,7 +33,7 @@ from escalade_protocol.artifacts import (
 
 ROUTER_FILE = "network_router.npz"
 GENERALIST = "generalist"
-SPECIALIST = "specialist"
+SPECIALIST = SPECIALIST_SLOT
 # The calibration inputs the weights and the router prior are fitted on: the hardest 30% by
 # local max probability, which covers escalation budgets up to 30%.
 HARD_SHARE = 0.3
@@ -149,26 +149,18 @@ def _run(session: ort.InferenceSession, embedding: F32) -> F32:
     return np.asarray(session.run([PROBABILITIES], {EMBEDDING: embedding})[0], np.float32)
 
 
-def fit_network(
+def _train(
     *,
-    model_id: str,
-    dataset_slug: str,
     recipe: Recipe,
-    num_classes: int,
     hub: Classifier,
     hub_file: str,
-    train_embedding: F32,
+    groups: dict[str, tuple[int, ...]],
+    wire_train: F32,
     y_train: I64,
-    cal_embedding: F32,
-    cal_local: F32,
-    y_cal: I64,
     seed: int,
-    base_price: float = 1.0,
-    step: Callable[[str, int, int], None] | None = None,
-) -> NetworkBuild:
-    """Train and export the network's extra models, fit the arms' pooling and the router."""
-    say = step or (lambda _d, _i, _n: None)
-    wire_train = wire_round(train_embedding)
+    say: Callable[[str, int, int], None],
+) -> list[_Model]:
+    num_classes = hub.num_classes
     all_classes = tuple(range(num_classes))
     models = [_Model(GENERALIST, "generalist", hub, all_classes, "all", hub_file)]
     sized: tuple[tuple[HubModelKind, tuple[int, ...]], ...] = (
@@ -181,7 +173,6 @@ def fit_network(
         sized_recipe = replace(recipe, hub_hidden=hidden, hub_epochs=max(1, epochs))
         clf = fit_hub(wire_train, y_train, num_classes, seed=seed, recipe=sized_recipe)
         models.append(_Model(kind, kind, clf, all_classes, "all", f"hub_{kind}.onnx"))
-    groups = class_groups(dataset_slug, num_classes, cal_local.argmax(axis=1), y_cal)
     for group, classes in groups.items():
         say(f"training specialist {group}", 0, 1)
         inside = np.isin(y_train, classes)
@@ -192,11 +183,17 @@ def fit_network(
         )
         name = f"specialist-{group}"
         models.append(_Model(name, "specialist", clf, classes, group, f"hub_{name}.onnx"))
+    return models
 
+
+def _export(
+    models: list[_Model], model_id: str, wire_cal: F32, y_cal: I64, base_price: float
+) -> tuple[NetworkBuild, dict[str, F32]]:
+    """ONNX files checked against the weights, prices, calibration accuracies; and each
+    model's outputs on the calibration split."""
     build = NetworkBuild(files={})
-    wire_cal = wire_round(cal_embedding)
     outputs: dict[str, F32] = {}
-    generalist_macs = macs_of(hub)
+    generalist_macs = macs_of(models[0].classifier)
     for m in models:
         data = serialize(
             classifier_model(m.classifier, f"{model_id}-{m.name}", f"hub network: {m.kind}")
@@ -215,45 +212,59 @@ def fit_network(
             accuracy = float((outputs[m.name].argmax(axis=1) == y_cal).mean())
         macs = macs_of(m.classifier)
         build.entries.append((m, macs, base_price * macs / generalist_macs, accuracy))
+    return build, outputs
 
+
+def fit_network(
+    *,
+    model_id: str,
+    dataset_slug: str,
+    recipe: Recipe,
+    hub: Classifier,
+    hub_file: str,
+    train_embedding: F32,
+    y_train: I64,
+    cal_embedding: F32,
+    cal_local: F32,
+    y_cal: I64,
+    seed: int,
+    base_price: float = 1.0,
+    step: Callable[[str, int, int], None] | None = None,
+) -> NetworkBuild:
+    """Train and export the network's extra models, fit the arms' pooling and the router."""
+    say = step or (lambda _d, _i, _n: None)
+    groups = class_groups(dataset_slug, hub.num_classes, cal_local.argmax(axis=1), y_cal)
+    models = _train(
+        recipe=recipe,
+        hub=hub,
+        hub_file=hub_file,
+        groups=groups,
+        wire_train=wire_round(train_embedding),
+        y_train=y_train,
+        seed=seed,
+        say=say,
+    )
+    wire_cal = wire_round(cal_embedding)
+    build, outputs = _export(models, model_id, wire_cal, y_cal, base_price)
+
+    say("fitting fusion and the meta-router", 0, 1)
     # The hard inputs: what devices escalate.
     hard = np.argsort(cal_local.max(axis=1), kind="stable")[: max(1, int(HARD_SHARE * len(y_cal)))]
-    local = cal_local[hard]
-    specialists = [m for m in models if m.kind == "specialist"]
-
-    def sources(arm: tuple[str, ...]) -> list[np.ndarray]:
-        out: list[np.ndarray] = [local]
-        for name in arm:
-            if name == SPECIALIST:
-                out.append(_specialist_output(specialists, outputs, local, hard))
-            else:
-                out.append(outputs[name][hard])
-        return out
-
+    local, y_hard = cal_local[hard], y_cal[hard]
+    hard_outputs = {name: out[hard] for name, out in outputs.items()}
+    specialists = [(m.classes, hard_outputs[m.name]) for m in models if m.kind == "specialist"]
     correct = []
     for arm in ARMS:
         if SPECIALIST in arm and not specialists:
             continue
-        arm_sources = sources(arm)
-        weights = fit_pooling_weights(arm_sources, y_cal[hard])
+        sources = arm_sources(arm, local, hard_outputs, specialists)
+        weights = fit_pooling_weights(sources, y_hard)
         name = "+".join(arm)
         build.arms.append(NetworkArm(name=name, models=arm, weights=weights))
-        right = pool(arm_sources, weights).argmax(axis=1) == y_cal[hard]
+        right = pool(sources, weights).argmax(axis=1) == y_hard
         build.arm_accuracy[name] = float(right.mean())
         correct.append(right)
     prior = RouterPrior.fit(features(local, wire_cal[hard]), np.stack(correct, axis=1))
     build.files[ROUTER_FILE] = prior.to_bytes()
+    say("fitting fusion and the meta-router", 1, 1)
     return build
-
-
-def _specialist_output(
-    specialists: list[_Model], outputs: dict[str, F32], local: F32, rows: I64
-) -> np.ndarray:
-    """Per row, the specialist of the group with the most local mass, expanded to all classes."""
-    masses = np.stack([local[:, list(m.classes)].sum(axis=1) for m in specialists], axis=1)
-    chosen = masses.argmax(axis=1)
-    out = np.empty(local.shape, np.float64)
-    for k, m in enumerate(specialists):
-        sel = chosen == k
-        out[sel] = expand_specialist(outputs[m.name][rows][sel], m.classes, local[sel])
-    return out
