@@ -54,8 +54,9 @@ from cloud_hub.models.network import GENERALIST
 from cloud_hub.poisoning import ReputationParams
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Device, Store
+from cloud_hub.store.costs import CostTotals, add_device_costs
 from cloud_hub.store.policies import HubPolicy, load_stored_policy
-from escalade_protocol.answer import RouteReason
+from escalade_protocol.answer import Answer, RouteReason
 from escalade_protocol.device_reports import AuditReveal
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.messages import HubModelInfo
@@ -176,6 +177,8 @@ class EscalationService:
         self._in_flight = 0
         # When each device's latest escalation was recorded (epoch s), until the next flush.
         self._last_seen: dict[uuid.UUID, float] = {}
+        # What each device's answers cost since the last flush (`device_costs`).
+        self._costs: dict[uuid.UUID, CostTotals] = {}
         # The stored policy's revision in force (0: none stored yet, the configured defaults).
         self._policy_revision = 0
 
@@ -208,6 +211,7 @@ class EscalationService:
         self._supervisor.every("reputation-flush", c.reputation_flush_s, self.flush_reputations)
         self._supervisor.every("replay-prune", c.prune_interval_s, self.prune_replays)
         self._supervisor.every("last-seen-flush", c.last_seen_flush_s, self.flush_last_seen)
+        self._supervisor.every("cost-flush", c.last_seen_flush_s, self.flush_costs)
         self._supervisor.every("policy-reload", c.policy_reload_s, self.reload_policy)
         if self.knn is not None:
             self._supervisor.every("knn-audit", c.knn_interval_s, self.audit_knn)
@@ -222,6 +226,7 @@ class EscalationService:
             batcher.close()
         await self.flush_reputations()
         await self.flush_last_seen()
+        await self.flush_costs()
         self.recorder.close()
         self.auditor.close()
         for thread in [self._model_thread, *self._network_threads]:
@@ -302,7 +307,14 @@ class EscalationService:
             model_version=inspected.header.model_version,
         ):
             answer = replace(answer, audit=True)
+        self._count_cost(device_id, answer)
         return pipeline.sign(answer)
+
+    def _count_cost(self, device_id: uuid.UUID, answer: Answer) -> None:
+        c = answer.cost
+        spent = CostTotals(1, c.model_us, c.request_bytes, c.price_micros)
+        before = self._costs.get(device_id)
+        self._costs[device_id] = spent if before is None else before.plus(spent)
 
     async def _network_answer(
         self, network: ModelNetwork, embedding: F32, local: F32
@@ -446,6 +458,18 @@ class EscalationService:
         except Exception:
             for device_id, at in seen.items():  # written at the next flush instead
                 self._last_seen[device_id] = max(at, self._last_seen.get(device_id, at))
+            raise
+
+    async def flush_costs(self) -> None:
+        pending, self._costs = self._costs, {}
+        if not pending:
+            return
+        try:
+            await self.blocking(add_device_costs, self.store.engine, pending)
+        except Exception:
+            for device_id, spent in pending.items():  # added at the next flush instead
+                before = self._costs.get(device_id)
+                self._costs[device_id] = spent if before is None else before.plus(spent)
             raise
 
     async def prune_replays(self) -> None:
