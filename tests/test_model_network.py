@@ -4,15 +4,27 @@ agent's answers through a real hub (processes, HTTP) that show the models and th
 from __future__ import annotations
 
 import shutil
+import time
+import uuid
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
+from admin_stack import (
+    Admin,
+    admin_fixture,  # noqa: F401 (the `admin` fixture)
+)
 from agent_stack import agent_argv, enrolled, free_port, write_config
 
+from cloud_hub.admin.fleet_models import DeviceStatsPage
+from cloud_hub.admin.models import TokenCreated
+from cloud_hub.device_reports.queries import store_outcomes
 from cloud_hub.models import MetaRouter, RouterPrior, RouterSettings, features
 from cloud_hub.models.fusion import expand_specialist, fit_pooling_weights, pool
+from cloud_hub.store import Store, sqlite_url
+from cloud_hub.store.costs import CostTotals, add_device_costs, device_cost_totals
+from edge_agent.identity import DeviceIdentity
 from escalade.modelbuild import build_bundle
 from escalade.modelbuild.network import class_groups
 from escalade.procs import service
@@ -25,10 +37,13 @@ from escalade_protocol.answer import (
 from escalade_protocol.artifacts import load_manifest, verified_path
 from escalade_protocol.bundles import inspect_bundle
 from escalade_protocol.codec import Writer
+from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ProtocolError
 from escalade_protocol.tensor import Tensor
 
 MODELS = "generalist,small,wide,specialists"
+# Building the seven-model bundle and starting two processes: minutes on a busy machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +238,49 @@ async def test_real_agent_answers_show_models_routes_and_fusion(
     with np.load(verified_path(network_bundle, manifest.test_split)) as data:
         y = np.asarray(data["y"][:24])
     assert float((np.asarray(outputs["label"])[hub_rows] == y[hub_rows]).mean()) >= 0.8
+    # The hub flushed each answer's cost to its device's totals (on stopping, at the latest).
+    device = DeviceIdentity.load(tmp_path / "agent").device_id
+    store = Store.open(sqlite_url(tmp_path / "hub"))
+    try:
+        totals = device_cost_totals(store.engine, [device])[device]
+    finally:
+        store.close()
+    assert totals.answers == len(hub_rows)
+    assert totals.price_micros == sum(c["price_micros"] for c in costs)
+    assert totals.request_bytes == sum(c["request_bytes"] for c in costs)
+
+
+def _outcome() -> OutcomeRecord:
+    return OutcomeRecord(
+        record_id=uuid.uuid4(),
+        at_ms=int(time.time() * 1000),
+        model_id="digits",
+        model_version=1,
+        path=OutcomePath.ESCALATED,
+        reason="uncertain",
+        local_label=1,
+        hub_label=1,
+        signal=0.4,
+        latency_us=900,
+        hub_latency_us=800,
+    )
+
+
+async def test_device_costs_add_up_in_admin_stats(admin: Admin) -> None:
+    status, raw = await admin.call("POST", "/enrollment-tokens", json={"uses": 2})
+    token = TokenCreated.model_validate_json(raw).token
+    paid, free = await admin.enroll(token), await admin.enroll(token)
+    engine = admin.state.service.store.engine
+    for device in (paid, free):
+        store_outcomes(engine, device, [_outcome()])
+    add_device_costs(engine, {paid: CostTotals(2, 300, 800, 2500)})
+    add_device_costs(engine, {paid: CostTotals(1, 100, 400, 1500)})
+    assert device_cost_totals(engine, [paid, free]) == {paid: CostTotals(3, 400, 1200, 4000)}
+    status, raw = await admin.call("GET", "/stats/devices", token="read")
+    assert status == 200, raw
+    by_device = {s.device_id: s.cost for s in DeviceStatsPage.model_validate_json(raw).items}
+    assert by_device[free] is None
+    cost = by_device[paid]
+    assert cost is not None
+    assert (cost.answers, cost.model_ms, cost.request_bytes) == (3, 0.4, 1200)
+    assert cost.price == pytest.approx(0.004)
