@@ -16,18 +16,32 @@ from admin_stack import (
     admin_fixture,  # noqa: F401 (the `admin` fixture)
 )
 from agent_stack import agent_argv, enrolled, free_port, write_config
+from enrollment import enroll_request
 
 from cloud_hub.admin.fleet_models import DeviceStatsPage
 from cloud_hub.admin.models import TokenCreated
+from cloud_hub.app import model_network
+from cloud_hub.config import HubConfig
 from cloud_hub.device_reports.queries import store_outcomes
+from cloud_hub.enrollment import create_token, enroll
+from cloud_hub.errors import HubError
+from cloud_hub.escalation import EscalationPipeline
+from cloud_hub.escalation.pipeline import Opened
+from cloud_hub.identity import HubIdentity
 from cloud_hub.models import MetaRouter, RouterPrior, RouterSettings, features
 from cloud_hub.models.fusion import expand_specialist, fit_pooling_weights, pool
+from cloud_hub.serving import HubModel
 from cloud_hub.store import Store, sqlite_url
 from cloud_hub.store.costs import CostTotals, add_device_costs, device_cost_totals
 from edge_agent.identity import DeviceIdentity
+from escalade.cascade_bench.network import network_report, network_seed
+from escalade.cascade_bench.table import network_lines
+from escalade.cascade_bench.targets import network_targets
 from escalade.modelbuild import build_bundle
+from escalade.modelbuild.evaluate import OnnxRunner
 from escalade.modelbuild.network import class_groups
 from escalade.procs import service
+from escalade_protocol import envelope
 from escalade_protocol.answer import (
     Answer,
     AnswerCost,
@@ -38,7 +52,8 @@ from escalade_protocol.artifacts import load_manifest, verified_path
 from escalade_protocol.bundles import inspect_bundle
 from escalade_protocol.codec import Writer
 from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
-from escalade_protocol.errors import ProtocolError
+from escalade_protocol.errors import ErrorCode, ProtocolError
+from escalade_protocol.keys import Ed25519PrivateKey
 from escalade_protocol.tensor import Tensor
 
 MODELS = "generalist,small,wide,specialists"
@@ -284,3 +299,110 @@ async def test_device_costs_add_up_in_admin_stats(admin: Admin) -> None:
     assert cost is not None
     assert (cost.answers, cost.model_ms, cost.request_bytes) == (3, 0.4, 1200)
     assert cost.price == pytest.approx(0.004)
+
+
+def test_bench_network_policies_on_the_bundle(network_bundle: Path) -> None:
+    manifest = load_manifest(network_bundle)
+    runner = OnnxRunner(
+        *(
+            verified_path(network_bundle, a).read_bytes()
+            for a in (manifest.encoder, manifest.head, manifest.hub)
+        )
+    )
+    with np.load(verified_path(network_bundle, manifest.test_split)) as data:
+        x, y = np.asarray(data["X"], np.float32), np.asarray(data["y"], np.int64)
+    assert manifest.calibration_split is not None
+    with np.load(verified_path(network_bundle, manifest.calibration_split)) as data:
+        x_cal = np.asarray(data["X"], np.float32)
+    embedding = runner.embed(x)
+    seed = network_seed(
+        network_bundle,
+        manifest,
+        local_test=runner.edge_probabilities(embedding),
+        embedding_test=embedding,
+        local_cal=runner.edge_probabilities(runner.embed(x_cal)),
+        y_test=y,
+        edge_ms=0.05,
+        seed=0,
+    )
+    assert 0 < seed.mask.mean() <= 0.25
+    report = network_report([seed], resamples=30, rtt_ms=40.0, network_ms=40.2)
+    by_name = {p.name: p for p in report.policies}
+    assert {"cascade", "fusion", "network", "oracle-arm", "arm:wide+specialist"} <= set(by_name)
+    # The cascade's escalated answers are the generalist's: its delta to hub-only is the
+    # edge's share only, and the oracle over arms is never below any arm.
+    oracle = by_name["oracle-arm"].accuracy
+    assert all(p.accuracy <= oracle + 1e-12 for p in report.policies)
+    # Escalating a fifth of the inputs costs far less than the wide model for every input.
+    assert by_name["network"].cost_vs_monolith < -0.5
+    assert by_name["network"].latency_vs_monolith < -0.5
+    assert 0 < report.router_cost_share_batched[0] < 1
+    targets = {t.name: t for t in network_targets(report)}
+    assert set(targets) >= {"network beats hub-only", "meta-router regret"}
+    assert "pp" in targets["meta-router regret"].measured
+    assert "| network |" in "\n".join(network_lines(report))
+
+
+def test_local_probabilities_are_validated_and_optional(
+    store: Store, bundle_dir: Path, clean_embedding: np.ndarray
+) -> None:
+    pipeline = EscalationPipeline(identity=HubIdentity.generate(), model=HubModel(bundle_dir))
+    m = pipeline.manifest
+    key = Ed25519PrivateKey.generate()
+    token, _ = create_token(store)
+    device_id = enroll(store, enroll_request(token, key))
+    device = store.get_device(device_id)
+    uniform = np.full(m.num_classes, 1 / m.num_classes, np.float32)
+
+    def opened(probs: np.ndarray | None) -> Opened:
+        header = envelope.EnvelopeHeader(
+            device_id=device_id,
+            model_id=m.model_id,
+            model_version=m.model_version,
+            seq=1,
+            timestamp_ms=int(time.time() * 1000),
+            nonce=uuid.uuid4().bytes,
+            hub_key_id=pipeline.identity.key_id,
+        )
+        payload = envelope.EscalationPayload(
+            Tensor.from_numpy(clean_embedding, m.wire_dtype),
+            None if probs is None else Tensor.from_numpy(probs, "float32"),
+        )
+        body = envelope.seal(
+            header,
+            payload,
+            device_key=key,
+            hub_key=pipeline.identity.encryption_key.public_key(),
+        )
+        return pipeline.open_request(pipeline.inspect(body), device)
+
+    assert opened(None).local_probs is None
+    local = opened(uniform).local_probs
+    assert local is not None
+    assert np.allclose(local, uniform)
+    bad = {
+        ErrorCode.MALFORMED: uniform * 2,
+        ErrorCode.BAD_TENSOR_SHAPE: uniform[:-1] / uniform[:-1].sum(),
+        ErrorCode.NON_FINITE: np.where(np.arange(m.num_classes) == 0, np.nan, uniform),
+    }
+    for code, probs in bad.items():
+        with pytest.raises(ProtocolError) as caught:
+            opened(np.asarray(probs, np.float32))
+        assert caught.value.code is code
+
+
+def test_hub_models_flag_refuses_what_the_bundle_lacks(
+    bundle_dir: Path, network_bundle: Path, tmp_path: Path
+) -> None:
+    def config(models: Path, names: tuple[str, ...]) -> HubConfig:
+        return HubConfig(data_dir=tmp_path, models_dir=models, hub_models=names)
+
+    with pytest.raises(HubError, match="no hub model network"):
+        model_network(config(bundle_dir, ("generalist",)), HubModel(bundle_dir))
+    with pytest.raises(HubError, match="no hub model 'huge'"):
+        model_network(config(network_bundle, ("generalist", "huge")), HubModel(network_bundle))
+    network = model_network(
+        config(network_bundle, ("generalist", "small")), HubModel(network_bundle)
+    )
+    assert {a.name for a in network.arms} == {"generalist", "small"}
+    assert set(network.models.models) == {"generalist", "small"}
