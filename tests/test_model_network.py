@@ -170,6 +170,15 @@ def test_class_groups_fashion_names_and_confusion_merges() -> None:
     pred = y.copy()
     pred[::4] = np.asarray([1, 0, 3, 2, 5, 4])[y[::4]]  # 0<->1, 2<->3, 4<->5 confused
     assert sorted(class_groups("x", 6, pred, y).values()) == [(0, 1), (2, 3), (4, 5)]
+    # No class is left alone (digits seed 2 once gave a one-class group), whatever the
+    # confusions; every class is in exactly one group.
+    y = np.repeat(np.arange(10), 30)
+    for shift in range(1, 10):
+        pred = y.copy()
+        pred[::5] = (y[::5] + shift) % 10
+        groups = list(class_groups("x", 10, pred, y).values())
+        assert min(len(g) for g in groups) >= 2
+        assert sorted(c for g in groups for c in g) == list(range(10))
 
 
 def test_network_bundle_is_digest_checked(network_bundle: Path, tmp_path: Path) -> None:

@@ -135,6 +135,14 @@ def class_groups(
         i, j = pair
         clusters[i] = sorted(clusters[i] + clusters[j])
         del clusters[j]
+    # A class left alone needs no specialist: it joins the group it is most confused with,
+    # over the cap (a one-class specialist would have nothing to tell apart).
+    while len(clusters) > 1 and min(len(c) for c in clusters) == 1:
+        lone = next(k for k, c in enumerate(clusters) if len(c) == 1)
+        others = [k for k in range(len(clusters)) if k != lone]
+        into = max(others, key=lambda k: confusion[np.ix_(clusters[lone], clusters[k])].mean())
+        clusters[into] = sorted(clusters[into] + clusters[lone])
+        del clusters[lone]
     return {"g" + "-".join(map(str, c)): tuple(c) for c in sorted(clusters)}
 
 
