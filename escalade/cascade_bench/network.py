@@ -341,12 +341,14 @@ def network_report(
         monolith_accuracy=mono_acc,
         monolith_cost_per_1k=mono_price,
         monolith_latency_ms=mono_latency,
+        # Specialists differ between seeds (groups come from each seed's confusions): each
+        # name's mean over the seeds that have it.
         model_costs={
             name: (
-                float(np.mean([r.model_costs[name][0] for r in seeds])),
-                float(np.mean([r.model_costs[name][1] for r in seeds])),
+                float(np.mean([r.model_costs[name][0] for r in seeds if name in r.model_costs])),
+                float(np.mean([r.model_costs[name][1] for r in seeds if name in r.model_costs])),
             )
-            for name in seeds[0].model_costs
+            for name in dict.fromkeys(n for r in seeds for n in r.model_costs)
         },
         policies=policies,
         router_regret_pp=[r.regret_pp for r in seeds],
