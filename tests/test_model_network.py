@@ -3,6 +3,7 @@ agent's answers through a real hub (processes, HTTP) that show the models and th
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 import uuid
@@ -353,6 +354,16 @@ def test_bench_network_policies_on_the_bundle(network_bundle: Path) -> None:
     assert set(targets) >= {"network beats hub-only", "meta-router regret"}
     assert "pp" in targets["meta-router regret"].measured
     assert "| network |" in "\n".join(network_lines(report))
+    # Seeds whose specialists differ (digits' groups come from each seed's confusions).
+    renamed = {("other" if "specialist" in k else k): v for k, v in seed.model_costs.items()}
+    both = network_report(
+        [seed, dataclasses.replace(seed, model_costs=renamed)],
+        resamples=10,
+        rtt_ms=40.0,
+        network_ms=40.2,
+    )
+    assert "other" in both.model_costs
+    assert set(seed.model_costs) <= set(both.model_costs)
 
 
 def test_local_probabilities_are_validated_and_optional(
