@@ -36,11 +36,13 @@ from cloud_hub.audits import AuditPolicy
 from cloud_hub.config import HubConfig
 from cloud_hub.device_reports import register_device_reports
 from cloud_hub.enrollment import enroll
+from cloud_hub.errors import HubError
 from cloud_hub.escalation import BatchingConfig, EscalationService, ServiceConfig
 from cloud_hub.escalation.pipeline import EscalationPolicy
 from cloud_hub.escalation.supervisor import Supervisor
 from cloud_hub.identity import HubIdentity
 from cloud_hub.metrics import CONTENT_TYPE_LATEST, HubMetrics
+from cloud_hub.models import HubModels, ModelNetwork, RouterPrior, RouterSettings, select_models
 from cloud_hub.replicas import ReplicaRegistry, ReplicaSettings
 from cloud_hub.rollouts.autopilot import autopilot_pass
 from cloud_hub.rollouts.desk import RolloutDesk
@@ -50,6 +52,7 @@ from cloud_hub.sealing import hub_identity
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Store
 from cloud_hub.store.replicas import ReplicaTable
+from escalade_protocol.artifacts import verified_path
 from escalade_protocol.bundles import parse_release_keys
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import (
@@ -96,6 +99,30 @@ STATE = web.AppKey("state", HubState)
 ADVERTISER = web.AppKey("advertiser", HubAdvertiser)
 
 
+def model_network(config: HubConfig, model: HubModel) -> ModelNetwork:
+    """The bundle's hub models `config.hub_models` names, behind the meta-router."""
+    manifest = model.manifest
+    try:
+        entries = select_models(manifest, config.hub_models)
+    except ValueError as exc:
+        raise HubError(f"--hub-models: {exc}") from None
+    assert manifest.network is not None
+    spec = manifest.network
+    prior = RouterPrior.from_bytes(verified_path(model.bundle_dir, spec.router).read_bytes())
+    inf = float("inf")
+    settings = RouterSettings(
+        exploration_rate=(
+            spec.exploration_rate if config.route_exploration is None else config.route_exploration
+        ),
+        max_price=inf
+        if config.route_max_price_per_1k is None
+        else config.route_max_price_per_1k / 1000,
+        max_model_ms=inf if config.route_max_model_ms is None else config.route_max_model_ms,
+    )
+    models = HubModels(model.bundle_dir, manifest, entries)
+    return ModelNetwork(models, prior, settings, prior_arms=[a.name for a in spec.arms])
+
+
 def build_state(config: HubConfig, *, service_config: ServiceConfig | None = None) -> HubState:
     attester = make_attester(config)
     model = HubModel(config.models_dir)
@@ -111,7 +138,13 @@ def build_state(config: HubConfig, *, service_config: ServiceConfig | None = Non
         audit=AuditPolicy(rate=config.audit_rate, deadline_s=config.audit_deadline_s),
     )
     service = EscalationService(
-        store=store, identity=identity, model=model, metrics=HubMetrics(), config=service_config
+        store=store,
+        identity=identity,
+        model=model,
+        metrics=HubMetrics(),
+        config=service_config,
+        network=model_network(config, model) if config.hub_models else None,
+        price_per_1k=config.hub_price_per_1k,
     )
     replicas = ReplicaRegistry(
         ReplicaTable(store.engine),

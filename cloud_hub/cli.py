@@ -115,6 +115,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # A replica is gone after five missed heartbeats.
         replica_liveness_s=5 * args.replica_heartbeat_s,
         release_keys=tuple(args.release_key or ()),
+        hub_models=args.hub_models,
+        route_max_price_per_1k=args.route_max_price,
+        route_max_model_ms=args.route_max_model_ms,
+        route_exploration=args.route_exploration,
+        hub_price_per_1k=args.hub_price,
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -477,6 +482,39 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="longest a request waits for a batch to fill (default 0: never waits)",
     )
     serve.add_argument(
+        "--hub-models",
+        type=_names,
+        default=(),
+        metavar="NAME,...",
+        help="serve the bundle's model network: models by name or kind, e.g. "
+        "generalist,small,wide,specialists (default: the hub model alone; "
+        "docs/model-network.md)",
+    )
+    serve.add_argument(
+        "--route-max-price",
+        type=_bounded_float(0.0, 1e9),
+        default=None,
+        help="meta-router budget: most declared price per 1000 answers (default: none)",
+    )
+    serve.add_argument(
+        "--route-max-model-ms",
+        type=_bounded_float(0.0, 1e6),
+        default=None,
+        help="meta-router budget: most hub model time per answer, ms (default: none)",
+    )
+    serve.add_argument(
+        "--route-exploration",
+        type=_bounded_float(0.0, 1.0),
+        default=None,
+        help="meta-router exploration rate (default: the bundle's, 0.05)",
+    )
+    serve.add_argument(
+        "--hub-price",
+        type=_bounded_float(0.0, 1e9),
+        default=1.0,
+        help="declared price per 1000 answers of the hub model alone (default 1.0)",
+    )
+    serve.add_argument(
         "--audit-rate",
         type=_bounded_float(0.0, 1.0),
         default=0.0,
@@ -636,6 +674,13 @@ def _add_enclave(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     render.add_argument("--isv-prod-id", type=int, default=0)
     render.add_argument("--isv-svn", type=int, default=0)
     render.set_defaults(func=cmd_enclave_render)
+
+
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more names, comma-separated")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:

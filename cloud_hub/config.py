@@ -66,6 +66,17 @@ class HubConfig:
     # How often rollouts with `auto` bounds are judged and advanced or paused (0: never).
     rollout_auto_s: float = 60.0
 
+    # The model network (docs/model-network.md): which of the bundle's hub models to serve,
+    # by name or kind ("specialists": all of them). Empty: the bundle's hub model alone.
+    hub_models: tuple[str, ...] = ()
+    # The meta-router's budget per request: declared price per 1000 answers and hub model
+    # time; and its exploration rate (None: the bundle's).
+    route_max_price_per_1k: float | None = None
+    route_max_model_ms: float | None = None
+    route_exploration: float | None = None
+    # Declared price per 1000 answers of the one hub model (without a network).
+    hub_price_per_1k: float = 1.0
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir)

@@ -18,6 +18,12 @@ _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class HubMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.routes = Counter(
+            "escalade_hub_routes",
+            "Model-network answers by the meta-router's route reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.escalations = Counter(
             "escalade_hub_escalations",
             "Escalations by outcome: answered, or the refusal's error code",

@@ -61,6 +61,7 @@ from edge_agent.router import (
 )
 from edge_agent.runtime import F32, EdgeRuntime
 from edge_agent.transport import AiohttpTransport
+from escalade_protocol.answer import Answer
 from escalade_protocol.device_reports import OutcomePath, OutcomeRecord
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import Handler, handle_errors, json_response, read_json
@@ -72,6 +73,7 @@ from escalade_protocol.messages import (
     AttestationSummary,
     ErrorBody,
     HealthReason,
+    HubRouting,
     InferRequest,
     InferResponse,
     Route,
@@ -221,6 +223,7 @@ async def _answer(  # noqa: PLR0915 (one request's whole story, read top to bott
     path, reason, hub_error = _local_outcome(decision, client, out_of_domain=out_of_domain)
     label, probabilities = local_label, local.probabilities
     hub_label = bytes_sent = hub_latency_us = None
+    routing: HubRouting | None = None
     verdict = None
     bands = state.domain.bands if state.config.check_embedding_bands else None
     if decision.escalate and bands is not None and bands.would_be_refused(local.embedding):
@@ -229,7 +232,9 @@ async def _answer(  # noqa: PLR0915 (one request's whole story, read top to bott
     elif decision.escalate:
         asked = time.perf_counter()
         try:
-            result = await client.escalate(local.embedding, features=features)
+            result = await client.escalate(
+                local.embedding, features=features, local_probs=local.probabilities
+            )
         except HubUnavailable as exc:
             path, reason, hub_error = AnswerPath.DEGRADED, exc.reason, exc.code
             verdict = client.last_verdict
@@ -245,6 +250,7 @@ async def _answer(  # noqa: PLR0915 (one request's whole story, read top to bott
             probabilities = result.answer.probabilities.to_numpy().astype(np.float32)
             path = AnswerPath.ESCALATED
             bytes_sent = result.bytes_sent
+            routing = hub_routing(result.answer)
             if state.audits is not None:
                 state.audits.escalated(result)
 
@@ -288,6 +294,18 @@ async def _answer(  # noqa: PLR0915 (one request's whole story, read top to bott
         escalation_bytes=bytes_sent,
         latency_ms=(time.perf_counter() - started) * 1000.0,
         record_id=record_id,
+        hub=routing,
+    )
+
+
+def hub_routing(answer: Answer) -> HubRouting:
+    return HubRouting(
+        models=list(answer.models),
+        route_reason=answer.route_reason.name.lower(),
+        fusion=answer.fusion.name.lower(),
+        model_us=answer.cost.model_us,
+        price_micros=answer.cost.price_micros,
+        request_bytes=answer.cost.request_bytes,
     )
 
 

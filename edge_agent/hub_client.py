@@ -279,22 +279,27 @@ class HubClient:
     # --- escalation --------------------------------------------------------------------------
 
     async def escalate(
-        self, embedding: npt.NDArray[np.float32], *, features: npt.NDArray[np.float32] | None = None
+        self,
+        embedding: npt.NDArray[np.float32],
+        *,
+        features: npt.NDArray[np.float32] | None = None,
+        local_probs: npt.NDArray[np.float32] | None = None,
     ) -> EscalationResult:
         """Send one embedding; with `features` (the input it encodes) the envelope commits to
-        that input, so that the device can answer the hub's audit of it."""
+        that input, so that the device can answer the hub's audit of it. `local_probs`: the
+        edge head's probabilities, sealed beside the embedding for the hub to fuse with."""
         self._admit()
         hub = await self._attested()
         try:
             try:
-                result = await self._send(hub, embedding, features)
+                result = await self._send(hub, embedding, features, local_probs)
             except HubUnavailable as exc:
                 if exc.code is not ErrorCode.UNKNOWN_HUB_KEY:
                     raise
                 # The hub restarted with new keys: appraise its new identity, then retry once.
                 log.info("hub key changed: attesting again")
                 hub = await self._attested(refresh=True)
-                result = await self._send(hub, embedding, features)
+                result = await self._send(hub, embedding, features, local_probs)
         except HubUnavailable as exc:
             if exc.reason is AnswerReason.DEVICE_REFUSED:
                 self.device_refusal = exc
@@ -307,6 +312,7 @@ class HubClient:
         hub: AttestedHub,
         embedding: npt.NDArray[np.float32],
         features: npt.NDArray[np.float32] | None,
+        local_probs: npt.NDArray[np.float32] | None = None,
     ) -> EscalationResult:
         m = self._manifest
         payload = Tensor.from_numpy(embedding, m.wire_dtype)
@@ -330,7 +336,15 @@ class HubClient:
             suite=hub.keys.suite,
         )
         sealed = envelope.seal(
-            header, payload, device_key=self._identity.key, hub_key=hub.keys.sealing_key
+            header,
+            envelope.EscalationPayload(
+                payload,
+                None
+                if local_probs is None
+                else Tensor.from_numpy(np.asarray(local_probs, np.float32), "float32"),
+            ),
+            device_key=self._identity.key,
+            hub_key=hub.keys.sealing_key,
         )
         raw = await self._call("/v1/escalate", sealed, ENVELOPE_CONTENT_TYPE)
         digest = request_digest(sealed)

@@ -87,7 +87,11 @@ class Hubs(Protocol):
     async def ensure_attested(self) -> AttestedHub: ...
     async def probe(self) -> AttestedHub: ...
     async def escalate(
-        self, embedding: npt.NDArray[np.float32], *, features: npt.NDArray[np.float32] | None = None
+        self,
+        embedding: npt.NDArray[np.float32],
+        *,
+        features: npt.NDArray[np.float32] | None = None,
+        local_probs: npt.NDArray[np.float32] | None = None,
     ) -> EscalationResult: ...
     async def post(self, path: str, body: bytes, content_type: str) -> bytes: ...
 
@@ -310,7 +314,11 @@ class HubPool:
         return hub
 
     async def escalate(
-        self, embedding: npt.NDArray[np.float32], *, features: npt.NDArray[np.float32] | None = None
+        self,
+        embedding: npt.NDArray[np.float32],
+        *,
+        features: npt.NDArray[np.float32] | None = None,
+        local_probs: npt.NDArray[np.float32] | None = None,
     ) -> EscalationResult:
         tried: set[str] = set()
         failure: HubUnavailable | None = None
@@ -321,7 +329,7 @@ class HubPool:
                 break
             tried.add(entry.url)
             try:
-                return await self._escalate_on(entry, embedding, features)
+                return await self._escalate_on(entry, embedding, features, local_probs)
             except HubUnavailable as exc:
                 if exc.reason not in HUB_FAILURES:
                     raise
@@ -338,11 +346,14 @@ class HubPool:
         entry: _Entry,
         embedding: npt.NDArray[np.float32],
         features: npt.NDArray[np.float32] | None,
+        local_probs: npt.NDArray[np.float32] | None,
     ) -> EscalationResult:
         entry.outstanding += 1
         started = self._clock()
         try:
-            result = await entry.client.escalate(embedding, features=features)
+            result = await entry.client.escalate(
+                embedding, features=features, local_probs=local_probs
+            )
         finally:
             self._release(entry)
         entry.latency_ms = smoothed(entry.latency_ms, (self._clock() - started) * 1000.0)

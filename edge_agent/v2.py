@@ -190,7 +190,23 @@ def _binary(datatype: str, data: list[Any]) -> bytes:
 def render_response(
     request: InferRequestV2, answers: list[InferResponse], *, model: str, version: int
 ) -> web.Response:
-    parameters = {"hub_errors": [a.hub_error.value if a.hub_error else "" for a in answers]}
+    parameters = {
+        "hub_errors": [a.hub_error.value if a.hub_error else "" for a in answers],
+        # The hub's model network, per answer (empty / null for local answers).
+        "hub_models": [a.hub.models if a.hub else [] for a in answers],
+        "route_reasons": [a.hub.route_reason if a.hub else "" for a in answers],
+        "fusion": [a.hub.fusion if a.hub else "" for a in answers],
+        "hub_cost": [
+            {
+                "model_us": a.hub.model_us,
+                "price_micros": a.hub.price_micros,
+                "request_bytes": a.hub.request_bytes,
+            }
+            if a.hub
+            else None
+            for a in answers
+        ],
+    }
     return render_tensors(
         request, _outputs(answers), model=model, version=version, parameters=parameters
     )

@@ -38,6 +38,7 @@ def build_models(
     hub_epochs: int | None = None,
     encoder: Literal["pca", "mlp"] = "pca",
     graph: bool = False,
+    network: bool = False,
 ) -> None:
     from escalade.modelbuild import build_bundle
 
@@ -51,6 +52,7 @@ def build_models(
             hub_hidden=hub_hidden,
             hub_epochs=hub_epochs,
             encoder_kind=encoder,
+            network=network,
         )
     m = manifest.metrics
     console.print(
@@ -85,6 +87,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             hub_epochs=args.hub_epochs,
             encoder=args.encoder,
             graph=args.graph,
+            network=args.network,
         )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -241,6 +244,8 @@ def cmd_bench_cascade(args: argparse.Namespace) -> int:
                 rtt_ms=args.rtt_ms,
                 uplink_mbps=args.uplink_mbps,
                 hub_price=args.hub_price,
+                quick=args.quick,
+                network=args.network,
             )
     except DatasetError as exc:
         console.print(f"[red]escalade: error:[/] {exc}")
@@ -348,6 +353,15 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cascade.add_argument("--rtt-ms", type=float, default=40.0, help="network model: round trip")
     cascade.add_argument("--uplink-mbps", type=float, default=10.0, help="network model: uplink")
     cascade.add_argument("--hub-price", type=float, default=0.001, help="cost per escalation")
+    cascade.add_argument(
+        "--network",
+        action="store_true",
+        help="build the hub's model network per seed and add its fusion and multi-model "
+        "policies, against hub-only and one large model (docs/model-network.md)",
+    )
+    cascade.add_argument(
+        "--quick", action="store_true", help="200 bootstrap resamples instead of 1000"
+    )
     cascade.add_argument("--json", default=None, help="also write the figures as JSON here")
     cascade.add_argument("--plot", default=None, help="accuracy vs escalation rate PNG")
     cascade.set_defaults(func=cmd_bench_cascade)
@@ -397,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--graph",
         action="store_true",
         help="also build the demo task graph (gate and specialists, docs/task-graphs.md)",
+    )
+    build.add_argument(
+        "--network",
+        action="store_true",
+        help="also build the hub's model network: small, wide and specialist hub models, "
+        "fusion weights and the meta-router (docs/model-network.md)",
     )
     build.add_argument(
         "--sign-key", default=None, help="release key to sign the bundle with (models keygen)"

@@ -94,6 +94,49 @@ class AdapterEntry(_Frozen):
     metrics: AdapterMetrics | None = None
 
 
+HubModelKind = Literal["generalist", "small", "wide", "specialist"]
+
+
+class HubModelEntry(_Frozen):
+    """One model of the hub's network (docs/model-network.md). Its probabilities are over
+    `classes` (all of them unless a specialist's group), in that order."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    kind: HubModelKind
+    file: ArtifactFile
+    classes: tuple[int, ...]
+    # What the group is called (specialists: "tops", "footwear"; others: "all").
+    group: str = "all"
+    hidden: tuple[int, ...] = ()
+    # Multiply-adds per input: what the declared price is proportional to.
+    macs: int = Field(ge=0)
+    # Declared price per 1000 inputs, in the operator's currency unit.
+    price_per_1k: float = Field(ge=0)
+    # Accuracy on the calibration split (a specialist's: within its group).
+    calibration_accuracy: float
+
+
+class NetworkArm(_Frozen):
+    """A choice of the meta-router: models run together, pooled with the local probabilities.
+
+    `models` names entries; "specialist" stands for the specialist of the group the local
+    probabilities put most mass on. `weights` are the log-linear pooling weights, local first,
+    fitted on the calibration split."""
+
+    name: str
+    models: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+class NetworkSpec(_Frozen):
+    models: tuple[HubModelEntry, ...]
+    arms: tuple[NetworkArm, ...]
+    # The meta-router's warm start (ridge statistics per arm, from the calibration split).
+    router: ArtifactFile
+    # The share of requests the router explores (runs every model, learns from the consensus).
+    exploration_rate: float = Field(ge=0, le=1)
+
+
 class ModelManifest(_Frozen):
     format_version: Literal[1] = 1
     model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -115,6 +158,8 @@ class ModelManifest(_Frozen):
     calibration_split: ArtifactFile | None = None
     # Input -> probability that the local answer is right (signal "learned"); optional.
     router_model: ArtifactFile | None = None
+    # The hub's model network (several models, arms, router prior); None: the hub model only.
+    network: NetworkSpec | None = None
     metrics: BundleMetrics
     # Adapters from other encoders' spaces into this one (hub side; the agent ignores them).
     adapters: tuple[AdapterEntry, ...] = ()

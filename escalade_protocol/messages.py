@@ -178,6 +178,17 @@ class AttestationSummary(Message):
     detail: str
 
 
+class HubRouting(Message):
+    """What the hub's model network did for one escalated answer."""
+
+    models: list[str]
+    route_reason: str
+    fusion: str
+    model_us: int
+    price_micros: int
+    request_bytes: int
+
+
 class InferResponse(Message):
     label: int
     source: Source
@@ -203,6 +214,9 @@ class InferResponse(Message):
     latency_ms: float
     # The outcome record's id in the agent's outbox (delivered to the hub later).
     record_id: uuid.UUID | None = None
+    # Hub answers (answer version 3): the hub models that answered, why the meta-router
+    # chose them, how their probabilities were fused with the local ones, and the cost.
+    hub: HubRouting | None = None
 
 
 class HealthReason(StrEnum):

@@ -24,7 +24,7 @@ def free_port() -> int:
         return port
 
 
-def hub_argv(hub_dir: Path, bundle_dir: Path, port: int) -> list[str]:
+def hub_argv(hub_dir: Path, bundle_dir: Path, port: int, *extra: str) -> list[str]:
     return module_command(
         "cloud_hub.cli",
         "serve",
@@ -36,6 +36,7 @@ def hub_argv(hub_dir: Path, bundle_dir: Path, port: int) -> list[str]:
         str(port),
         "--ready",
         SIMULATED,
+        *extra,
     )
 
 
@@ -52,12 +53,16 @@ def write_config(path: Path, *, data_dir: Path, bundle_dir: Path, extra: str = "
 
 
 @contextlib.asynccontextmanager
-async def enrolled(tmp_path: Path, bundle_dir: Path, port: int) -> AsyncIterator[Service]:
-    """A hub on `port` with the agent in tmp_path/agent enrolled; yields the running hub."""
+async def enrolled(
+    tmp_path: Path, bundle_dir: Path, port: int, *hub_args: str
+) -> AsyncIterator[Service]:
+    """A hub on `port` (with `hub_args`) with the agent in tmp_path/agent enrolled; yields the
+    running hub."""
     hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
     if not (hub_dir / "hub.db").exists():
         await migrate_hub(hub_dir)
-    async with service("hub", hub_argv(hub_dir, bundle_dir, port), log_dir=tmp_path) as hub:
+    argv = hub_argv(hub_dir, bundle_dir, port, *hub_args)
+    async with service("hub", argv, log_dir=tmp_path) as hub:
         if not (agent_dir / "device.json").exists():
             await enroll_agent(hub_url=hub.url, hub_dir=hub_dir, agent_dir=agent_dir)
         yield hub

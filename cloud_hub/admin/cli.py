@@ -23,7 +23,7 @@ from typing import TypeAlias
 from pydantic import BaseModel, ValidationError
 
 from cloud_hub.admin.client import AdminCallError, AdminClient, dumps
-from cloud_hub.admin.fleet_models import ModelRegister
+from cloud_hub.admin.fleet_models import DeviceCost, ModelRegister
 from cloud_hub.admin.models import MAX_PAGE, StatusChange, TokenCreate
 from cloud_hub.store.catalog import FileDigest, ReferenceSummary, bundle_artifacts
 from cloud_hub.store.policies import HubPolicy
@@ -355,6 +355,7 @@ def stats(args: argparse.Namespace, client: AdminClient) -> int:
             print(dumps(page))
             return 0
         keyed = [(str(s.device_id), s.figures) for s in page.items]
+        prices = {str(s.device_id): s.cost for s in page.items}
     rows = [
         (
             key,
@@ -365,13 +366,20 @@ def stats(args: argparse.Namespace, client: AdminClient) -> int:
             _us(f.hub_latency.p50_us),
             _us(f.hub_latency.p99_us),
             f.hub_accepted_recent,
+            *([_price(prices.get(key))] if args.by != "model" else []),
         )
         for key, f in keyed
     ]
-    headers = (args.by, "outcomes", "escalated", "refused", "by code", "p50 ms", "p99 ms",
-               "accepted (recent)")  # fmt: skip
+    headers: tuple[str, ...] = (args.by, "outcomes", "escalated", "refused", "by code",
+                                "p50 ms", "p99 ms", "accepted (recent)")  # fmt: skip
+    if args.by != "model":
+        headers = (*headers, "hub cost (price, model ms)")
     _table(headers, rows)
     return 0
+
+
+def _price(cost: DeviceCost | None) -> str:
+    return "-" if cost is None else f"{cost.price:.4g}, {cost.model_ms:.1f}"
 
 
 def replicas(args: argparse.Namespace, client: AdminClient) -> int:

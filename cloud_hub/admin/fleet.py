@@ -9,6 +9,7 @@ from aiohttp import web
 
 from cloud_hub.admin.endpoint import Endpoint, parse_body, parse_query
 from cloud_hub.admin.fleet_models import (
+    DeviceCost,
     DeviceStats,
     DeviceStatsPage,
     Figures,
@@ -35,6 +36,7 @@ from cloud_hub.admin.replicas import page_replicas
 from cloud_hub.admin.stats import device_tallies, model_tallies
 from cloud_hub.escalation import EscalationService
 from cloud_hub.store import catalog, policies
+from cloud_hub.store.costs import CostTotals, device_cost_totals
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.http import json_response
 
@@ -102,9 +104,23 @@ async def device_stats(request: web.Request, service: EscalationService) -> web.
     rows = await service.blocking(
         device_tallies, service.store.engine, since=since, after=q.cursor, limit=q.limit
     )
-    items = [DeviceStats(device_id=d, figures=Figures.of(t)) for d, t in rows]
+    costs = await service.blocking(device_cost_totals, service.store.engine, [d for d, _ in rows])
+    items = [
+        DeviceStats(device_id=d, figures=Figures.of(t), cost=_cost(costs.get(d))) for d, t in rows
+    ]
     cursor = str(rows[-1][0]) if len(rows) == q.limit else None
     return json_response(DeviceStatsPage(since=since, items=items, next_cursor=cursor))
+
+
+def _cost(totals: CostTotals | None) -> DeviceCost | None:
+    if totals is None:
+        return None
+    return DeviceCost(
+        answers=totals.answers,
+        model_ms=totals.model_us / 1000,
+        request_bytes=totals.request_bytes,
+        price=totals.price_micros / 1e6,
+    )
 
 
 async def model_stats(request: web.Request, service: EscalationService) -> web.Response:

@@ -141,9 +141,22 @@ class Figures(AdminModel):
         )
 
 
+class DeviceCost(AdminModel):
+    """What the device's answered escalations cost the hub, all time (`device_costs`)."""
+
+    answers: int
+    # Hub model time, summed over the models run for each answer.
+    model_ms: float
+    request_bytes: int
+    # Declared price of the models run (the bundle's price per 1000, or --hub-price).
+    price: float
+
+
 class DeviceStats(AdminModel):
     device_id: uuid.UUID
     figures: Figures
+    # None until the hub has flushed a cost for the device (every few seconds).
+    cost: DeviceCost | None = None
 
 
 class DeviceStatsPage(AdminModel):

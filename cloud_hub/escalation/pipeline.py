@@ -7,7 +7,8 @@ consequences (`consequences.judge`) and the durable record before `answer` signs
 
     inspect(body)               structure, header ranges, hub key, model, timestamp; the raw
                                 body is hashed here, once
-    open(inspected, device)     device status, signature, decryption, tensor checks
+    open(inspected, device)     device status, signature, decryption, tensor checks (the
+                                embedding, and the local probabilities if the device sent them)
     conclude(..., probs)        poisoning checks and the record to commit
     unsigned_answer, sign       the answer, bound to the request's digest, then signed
 """
@@ -24,11 +25,19 @@ import numpy.typing as npt
 from cloud_hub.adapters import ModelRoute, ModelRoutes
 from cloud_hub.escalation.consequences import refusal
 from cloud_hub.identity import HubIdentity
+from cloud_hub.models.network import GENERALIST, Routed
 from cloud_hub.poisoning import CheckResult, EmbeddingChecker
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Device, EscalationRecord, Store
 from escalade_protocol import envelope
-from escalade_protocol.answer import Answer, request_digest, sign_answer
+from escalade_protocol.answer import (
+    Answer,
+    AnswerCost,
+    FusionKind,
+    RouteReason,
+    request_digest,
+    sign_answer,
+)
 from escalade_protocol.artifacts import ModelManifest
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.keys import Ed25519PublicKey, load_ed25519_public
@@ -40,6 +49,8 @@ F32 = npt.NDArray[np.float32]
 # a larger value must be refused here, as malformed, before it can reach — and fail — a group
 # commit shared with other devices' records.
 MAX_SEQ = (1 << 63) - 1
+# Local probabilities may be float16 on the wire: ten values rounded to 2^-11 each.
+PROBS_SUM_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,15 @@ class Inspected:
 
 
 @dataclass(frozen=True, slots=True)
+class Opened:
+    """An authenticated, decrypted request's validated tensors."""
+
+    embedding: F32
+    # The device's own probabilities (envelope payload), for fusion; None if not sent.
+    local_probs: F32 | None
+
+
+@dataclass(frozen=True, slots=True)
 class Concluded:
     """An authentic, well-formed, inferred request: what the checks said and what to record."""
 
@@ -94,6 +114,15 @@ class EscalationPipeline:
         self.checker = EmbeddingChecker(model.reference)
         # Envelopes of other encoders' versions go through an adapter into the model's space.
         self.routes = ModelRoutes(model.bundle_dir, self.manifest, self.checker)
+        # What an answer by the one hub model says of itself (no network, or no local
+        # probabilities to route on); the service fills in the measured latency and price.
+        self.single_model = Routed(
+            models=(GENERALIST,),
+            reason=RouteReason.SINGLE_MODEL,
+            fusion=FusionKind.NONE,
+            model_us=0,
+            price=0.0,
+        )
 
     def inspect(self, body: bytes, *, now_ms: int | None = None) -> Inspected:
         """Checks that need neither keys nor the database."""
@@ -121,6 +150,15 @@ class EscalationPipeline:
     ) -> F32:
         """Authenticate and decrypt an inspected envelope; return its validated embedding.
         `verify_key`: the device's key if the caller has it loaded already."""
+        return self.open_request(inspected, device, verify_key).embedding
+
+    def open_request(
+        self,
+        inspected: Inspected,
+        device: Device | None,
+        verify_key: Ed25519PublicKey | None = None,
+    ) -> Opened:
+        """`open`, with the local probabilities the device sent (validated) beside it."""
         if device is None:
             raise ProtocolError(ErrorCode.UNKNOWN_DEVICE, "device is not enrolled")
         refusal = device_refusal(device)
@@ -136,7 +174,9 @@ class EscalationPipeline:
             )
         payload = sealed.open_payload(hub_key)
         route = self.routes.select(sealed.header.model_id, sealed.header.model_version)
-        return route.adapt(self._validated_embedding(payload.embedding, route))
+        embedding = route.adapt(self._validated_embedding(payload.embedding, route))
+        local = payload.local_probs
+        return Opened(embedding, None if local is None else self._validated_probs(local))
 
     def conclude(self, inspected: Inspected, embedding: F32, probabilities: F32) -> Concluded:
         """Run the poisoning checks (after the model: the class tier needs its prediction)."""
@@ -159,9 +199,18 @@ class EscalationPipeline:
         )
         return Concluded(inspected, label, probabilities, check, record)
 
-    def unsigned_answer(self, concluded: Concluded, *, now_ms: int | None = None) -> Answer:
-        """The answer to a concluded request, bound to its digest; `sign` it to send it."""
+    def unsigned_answer(
+        self,
+        concluded: Concluded,
+        *,
+        now_ms: int | None = None,
+        routed: Routed | None = None,
+        request_bytes: int = 0,
+    ) -> Answer:
+        """The answer to a concluded request, bound to its digest; `sign` it to send it.
+        `routed`: what the model network ran (None: the one hub model, unfused)."""
         manifest = self.manifest
+        routed = routed or self.single_model
         return Answer(
             request_digest=concluded.inspected.digest,
             hub_key_id=self.identity.key_id,
@@ -170,6 +219,14 @@ class EscalationPipeline:
             label=concluded.label,
             probabilities=Tensor.from_numpy(concluded.probabilities, "float32"),
             timestamp_ms=_now_ms() if now_ms is None else now_ms,
+            models=routed.models,
+            route_reason=routed.reason,
+            fusion=routed.fusion,
+            cost=AnswerCost(
+                model_us=routed.model_us,
+                price_micros=min(round(routed.price * 1e6), 2**32 - 1),
+                request_bytes=min(request_bytes, 2**32 - 1),
+            ),
         )
 
     def sign(self, answer: Answer) -> bytes:
@@ -185,7 +242,7 @@ class EscalationPipeline:
         refused = refusal(concluded.check, self.policy.reject_score)
         if refused is not None:
             raise refused.error()
-        return self.sign(self.unsigned_answer(concluded, now_ms=now_ms))
+        return self.sign(self.unsigned_answer(concluded, now_ms=now_ms, request_bytes=len(body)))
 
     def _validated_embedding(self, tensor: Tensor, manifest: ModelRoute) -> F32:
         if tensor.dtype != manifest.wire_dtype:
@@ -199,11 +256,33 @@ class EscalationPipeline:
                 f"embedding shape is {tensor.shape}, the model takes ({manifest.embedding_dim},)",
             )
         values = tensor.to_numpy().astype(np.float32)
-        # A finite sum means every value is finite (NaN and infinities propagate); only a sum
-        # that overflowed needs the element-wise check. ~4x cheaper on the common path.
-        if not math.isfinite(float(values.sum())) and not np.isfinite(values).all():
-            raise ProtocolError(ErrorCode.NON_FINITE, "embedding holds NaN or infinite values")
+        _require_finite(values, "embedding")
         return values
+
+    def _validated_probs(self, tensor: Tensor) -> F32:
+        """The device's local probabilities: one per class, finite, in [0, 1], summing to 1."""
+        classes = self.manifest.num_classes
+        if tensor.dtype not in ("float32", "float16"):
+            raise ProtocolError(
+                ErrorCode.BAD_TENSOR_DTYPE, f"local probabilities dtype is {tensor.dtype}"
+            )
+        if tensor.shape != (classes,):
+            raise ProtocolError(
+                ErrorCode.BAD_TENSOR_SHAPE,
+                f"local probabilities shape is {tensor.shape}, the model has ({classes},)",
+            )
+        values = tensor.to_numpy().astype(np.float32)
+        _require_finite(values, "local probabilities")
+        if values.min() < 0 or abs(float(values.sum()) - 1.0) > PROBS_SUM_TOLERANCE:
+            raise ProtocolError(ErrorCode.MALFORMED, "local probabilities are not a distribution")
+        return values
+
+
+def _require_finite(values: F32, what: str) -> None:
+    # A finite sum means every value is finite (NaN and infinities propagate); only a sum
+    # that overflowed needs the element-wise check. ~4x cheaper on the common path.
+    if not math.isfinite(float(values.sum())) and not np.isfinite(values).all():
+        raise ProtocolError(ErrorCode.NON_FINITE, f"{what} holds NaN or infinite values")
 
 
 def device_refusal(device: Device) -> ProtocolError | None:

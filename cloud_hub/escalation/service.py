@@ -10,7 +10,8 @@ One escalation, in order (each step may refuse with a stable code):
     inspect       pipeline: structure, header ranges, hub key, model, freshness
     device        the cache, else a read on the database thread
     open          pipeline: status, signature, HPKE, tensor checks
-    infer         the dynamic batcher (one session.run for many requests)
+    infer         the dynamic batcher (one session.run for many requests); with a model
+                  network, the meta-router's plan, one batcher per model, then fusion
     conclude      pipeline: poisoning checks, the record
     record        group commit: replay check + device still active, durably
     judge         consequences: reply, reputation, quarantine (pure)
@@ -48,10 +49,14 @@ from cloud_hub.escalation.reputation_book import ReputationBook
 from cloud_hub.escalation.supervisor import Supervisor
 from cloud_hub.identity import HubIdentity
 from cloud_hub.metrics import HubMetrics
+from cloud_hub.models import ModelNetwork, NetworkAnswer, RegisteredModel, Routed
+from cloud_hub.models.network import GENERALIST
 from cloud_hub.poisoning import ReputationParams
 from cloud_hub.serving import HubModel
 from cloud_hub.store import Device, Store
+from cloud_hub.store.costs import CostTotals, add_device_costs
 from cloud_hub.store.policies import HubPolicy, load_stored_policy
+from escalade_protocol.answer import Answer, RouteReason
 from escalade_protocol.device_reports import AuditReveal
 from escalade_protocol.errors import ErrorCode, ProtocolError
 from escalade_protocol.messages import HubModelInfo
@@ -102,7 +107,11 @@ class EscalationService:
         model: HubModel,
         metrics: HubMetrics,
         config: ServiceConfig | None = None,
+        network: ModelNetwork | None = None,
+        price_per_1k: float = 1.0,
     ) -> None:
+        """`network`: several hub models behind a meta-router (None: `model` alone, whose
+        declared price per 1000 answers is `price_per_1k`)."""
         self.config = config or ServiceConfig()
         self.store = store
         self.model = model
@@ -120,8 +129,13 @@ class EscalationService:
         # Blocking database work (device reads, enrollment, status changes, background jobs).
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
         inline = self.config.model_inline
+        latency = model.measure_latency()
+        self.pipeline.single_model = replace(
+            self.pipeline.single_model,
+            model_us=round(latency * 1e6),
+            price=price_per_1k / 1000.0,
+        )
         if inline is None:
-            latency = model.measure_latency()
             inline = latency <= INLINE_MODEL_BUDGET_S
             log.info(
                 "hub model takes %.0f us per request: it runs %s, batches of up to %d",
@@ -138,6 +152,15 @@ class EscalationService:
             executor=self._model_thread,
             on_batch=metrics.batch_size.observe,
         )
+        self.network = network
+        # One batcher per network model (the generalist shares the one above).
+        self.batchers: dict[str, DynamicBatcher] = {}
+        self._network_threads: list[ThreadPoolExecutor] = []
+        if network is not None:
+            for name, registered in network.models.models.items():
+                self.batchers[name] = (
+                    self.batcher if name == GENERALIST else self._model_batcher(registered)
+                )
         self.auditor = Auditor(
             self.config.audit,
             bundle_dir=model.bundle_dir,
@@ -154,8 +177,25 @@ class EscalationService:
         self._in_flight = 0
         # When each device's latest escalation was recorded (epoch s), until the next flush.
         self._last_seen: dict[uuid.UUID, float] = {}
+        # What each device's answers cost since the last flush (`device_costs`).
+        self._costs: dict[uuid.UUID, CostTotals] = {}
         # The stored policy's revision in force (0: none stored yet, the configured defaults).
         self._policy_revision = 0
+
+    def _model_batcher(self, registered: RegisteredModel) -> DynamicBatcher:
+        inline = self.config.model_inline
+        if inline is None:
+            inline = registered.latency_s <= INLINE_MODEL_BUDGET_S
+        thread = None
+        if not inline:
+            thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hub-{registered.name}")
+            self._network_threads.append(thread)
+        return DynamicBatcher(
+            registered.predict_batch,
+            self.config.batching,
+            executor=thread,
+            on_batch=self.metrics.batch_size.observe,
+        )
 
     @property
     def model_info(self) -> HubModelInfo:
@@ -174,6 +214,7 @@ class EscalationService:
         self._supervisor.every("reputation-flush", c.reputation_flush_s, self.flush_reputations)
         self._supervisor.every("replay-prune", c.prune_interval_s, self.prune_replays)
         self._supervisor.every("last-seen-flush", c.last_seen_flush_s, self.flush_last_seen)
+        self._supervisor.every("cost-flush", c.last_seen_flush_s, self.flush_costs)
         self._supervisor.every("policy-reload", c.policy_reload_s, self.reload_policy)
         if self.knn is not None:
             self._supervisor.every("knn-audit", c.knn_interval_s, self.audit_knn)
@@ -184,12 +225,16 @@ class EscalationService:
     async def close(self) -> None:
         await self._supervisor.stop()
         self.batcher.close()
+        for batcher in self.batchers.values():
+            batcher.close()
         await self.flush_reputations()
         await self.flush_last_seen()
+        await self.flush_costs()
         self.recorder.close()
         self.auditor.close()
-        if self._model_thread is not None:
-            self._model_thread.shutdown(wait=True)
+        for thread in [self._model_thread, *self._network_threads]:
+            if thread is not None:
+                thread.shutdown(wait=True)
         self._db.shutdown(wait=True)
 
     async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -224,11 +269,19 @@ class EscalationService:
             cached = self.devices.put(await self.blocking(self.store.get_device, device_id))
         device, verify_key = (cached.device, cached.verify_key) if cached else (None, None)
         # Refuses unknown and inactive devices (with their code) before any cryptography.
-        embedding = pipeline.open(inspected, device, verify_key)
+        opened = pipeline.open_request(inspected, device, verify_key)
+        embedding = opened.embedding
         assert device is not None
-        # With one escalation in flight nothing can join a batch: a model on the loop then runs
-        # at once instead of a loop iteration later (p50 at one in flight).
-        probabilities = await self.batcher.infer(embedding, alone=self._in_flight == 1)
+        routed: Routed | None = None
+        if self.network is not None and opened.local_probs is not None:
+            fused = await self._network_answer(self.network, embedding, opened.local_probs)
+            probabilities, routed = fused.probabilities, fused.routed
+        else:
+            # With one escalation in flight nothing can join a batch: a model on the loop then
+            # runs at once instead of a loop iteration later (p50 at one in flight).
+            probabilities = await self.batcher.infer(embedding, alone=self._in_flight == 1)
+            if self.network is not None:
+                routed = replace(pipeline.single_model, reason=RouteReason.NO_LOCAL_PROBS)
         concluded = pipeline.conclude(inspected, embedding, probabilities)
         try:
             await self.recorder.record(concluded.record)
@@ -240,7 +293,7 @@ class EscalationService:
             concluded.check,
             self.reputations.current(device),
             self.reputations.params,
-            answer=pipeline.unsigned_answer(concluded),
+            answer=pipeline.unsigned_answer(concluded, routed=routed, request_bytes=len(body)),
             reject_score=pipeline.policy.reject_score,
         )
         await self._carry_out(device, outcome, embedding)
@@ -257,7 +310,28 @@ class EscalationService:
             model_version=inspected.header.model_version,
         ):
             answer = replace(answer, audit=True)
+        self._count_cost(device_id, answer)
         return pipeline.sign(answer)
+
+    def _count_cost(self, device_id: uuid.UUID, answer: Answer) -> None:
+        c = answer.cost
+        spent = CostTotals(1, c.model_us, c.request_bytes, c.price_micros)
+        before = self._costs.get(device_id)
+        self._costs[device_id] = spent if before is None else before.plus(spent)
+
+    async def _network_answer(
+        self, network: ModelNetwork, embedding: F32, local: F32
+    ) -> NetworkAnswer:
+        """The meta-router's plan, its models run (each in its own batcher, concurrently),
+        their outputs fused with the device's probabilities."""
+        plan = network.plan(embedding, local)
+        alone = self._in_flight == 1
+        outputs = await asyncio.gather(
+            *(self.batchers[name].infer(embedding, alone=alone) for name in plan.run)
+        )
+        answer = network.answer(plan, local, dict(zip(plan.run, outputs, strict=True)))
+        self.metrics.routes.labels(answer.routed.reason.name.lower()).inc()
+        return answer
 
     async def _carry_out(self, device: Device, outcome: Outcome, embedding: F32) -> None:
         effect = outcome.effect
@@ -387,6 +461,18 @@ class EscalationService:
         except Exception:
             for device_id, at in seen.items():  # written at the next flush instead
                 self._last_seen[device_id] = max(at, self._last_seen.get(device_id, at))
+            raise
+
+    async def flush_costs(self) -> None:
+        pending, self._costs = self._costs, {}
+        if not pending:
+            return
+        try:
+            await self.blocking(add_device_costs, self.store.engine, pending)
+        except Exception:
+            for device_id, spent in pending.items():  # added at the next flush instead
+                before = self._costs.get(device_id)
+                self._costs[device_id] = spent if before is None else before.plus(spent)
             raise
 
     async def prune_replays(self) -> None:

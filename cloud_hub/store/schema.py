@@ -247,3 +247,16 @@ device_models = Table(
     Column("detail", String(200), nullable=False, default=""),
     Column("reported_at", DateTime(timezone=True), nullable=False),
 )
+
+# What each device's answered escalations cost (revision 0008): running totals, added to by
+# every replica's periodic flush (`cloud_hub.store.costs`).
+device_costs = Table(
+    "device_costs",
+    metadata,
+    Column("device_id", String(36), primary_key=True),
+    Column("answers", BigInteger, nullable=False),
+    Column("model_us", BigInteger, nullable=False),
+    Column("request_bytes", BigInteger, nullable=False),
+    Column("price_micros", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

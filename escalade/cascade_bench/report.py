@@ -70,6 +70,39 @@ class Target(_Model):
     met: bool
 
 
+class NetworkPolicy(_Model):
+    """A policy of the model network at the bench's escalation mask (mean over seeds)."""
+
+    name: str
+    accuracy: float
+    # Paired bootstrap over test inputs, mean over seeds: this policy minus hub-only.
+    delta_vs_hub: Estimate
+    delta_vs_monolith: float
+    escalation_rate: float
+    cost_per_1k: float
+    cost_vs_monolith: float  # ratio - 1 (negative: cheaper)
+    latency_mean_ms: float
+    latency_vs_monolith: float
+
+
+class NetworkReport(_Model):
+    escalation_budget: float
+    hub_only_accuracy: float
+    monolith: str
+    monolith_accuracy: float
+    monolith_cost_per_1k: float
+    monolith_latency_ms: float
+    # name -> (declared price per 1000 inputs, measured ms per input at batch 1)
+    model_costs: dict[str, tuple[float, float]]
+    policies: list[NetworkPolicy]
+    router_regret_pp: list[float]  # per seed, vs the best fixed arm after warm-up
+    router_best_fixed: list[str]
+    router_explored: list[float]
+    router_cost_share_batched: list[float]
+    router_cost_share_single: list[float]
+    article: str
+
+
 class CascadeReport(_Model):
     dataset: str
     seeds: list[int]
@@ -91,3 +124,5 @@ class CascadeReport(_Model):
     # (escalation rate, accuracy) of each policy's operating point, mean over seeds.
     points: dict[str, tuple[float, float]]
     seconds: float
+    # The hub's model network (bench cascade --network): fusion and multi-model policies.
+    network: NetworkReport | None = None

@@ -14,10 +14,12 @@ from numpy.typing import NDArray
 from edge_agent.router import RouterConfig, SignalName, signal_matrix
 from escalade.cascade_bench import curves
 from escalade.cascade_bench.measure import per_input_times_ms, wire_sizes
+from escalade.cascade_bench.network import NetworkSeed, network_report, network_seed
 from escalade.cascade_bench.online import stream
 from escalade.cascade_bench.report import (
     CascadeReport,
     Estimate,
+    NetworkReport,
     OnlineComparison,
     PolicyResult,
     Timings,
@@ -54,6 +56,7 @@ class SeedRun:
     timings: Timings
     wire: Wire
     operating: dict[str, str] = field(default_factory=dict)
+    network: NetworkSeed | None = None
 
 
 def _calibration_split(
@@ -125,7 +128,20 @@ def _seed_run(bundle: Path, manifest: ModelManifest, dataset: str, seed: int) ->
     )
     agreed = pred["test"][0] == pred["test"][1]
     masks["online"] = stream(config, scores_t, agreed, hub_ms, seed)
+    network = None
+    if manifest.network is not None:
+        network = network_seed(
+            bundle,
+            manifest,
+            local_test=edge_t,
+            embedding_test=emb_t,
+            local_cal=edge_c,
+            y_test=y_test,
+            edge_ms=float(edge_ms.mean()),
+            seed=seed,
+        )
     return SeedRun(
+        network=network,
         edge_correct=edge_ok,
         hub_correct=hub_ok,
         masks=masks,
@@ -266,6 +282,16 @@ def _policies(
     return results
 
 
+def _network_report(
+    runs: list[SeedRun], resamples: int, *, rtt_ms: float, uplink_mbps: float
+) -> NetworkReport | None:
+    seeds = [r.network for r in runs if r.network is not None]
+    if not seeds:
+        return None
+    network_ms = rtt_ms + runs[0].wire.embedding_envelope_bytes * 8 / (uplink_mbps * 1e3)
+    return network_report(seeds, resamples=resamples, rtt_ms=rtt_ms, network_ms=network_ms)
+
+
 def _noop(description: str, done: int, total: int) -> None:
     pass
 
@@ -280,11 +306,13 @@ def run_cascade_bench(
     hub_price: float = 0.001,
     quick: bool = False,
     resamples: int | None = None,
+    network: bool = False,
 ) -> CascadeReport:
     """Compare routing policies on `dataset`, building one bundle per seed.
 
     rtt_ms / uplink_mbps: the network model for escalations; hub_price: cost per escalation.
-    quick: fewer bootstrap resamples (200 instead of 1000).
+    quick: fewer bootstrap resamples (200 instead of 1000). network: build each bundle with
+    the hub's model network and add its fusion and multi-model policies (`network.py`).
     """
     from escalade.modelbuild import build_bundle
 
@@ -296,7 +324,7 @@ def run_cascade_bench(
         for i, seed in enumerate(seeds):
             step(f"seed {seed}: building bundle", 2 * i, total)
             bundle = Path(tmp) / f"seed{seed}"
-            manifest = build_bundle(dataset, bundle, seed=seed)
+            manifest = build_bundle(dataset, bundle, seed=seed, network=network)
             step(f"seed {seed}: routing the test split", 2 * i + 1, total)
             runs.append(_seed_run(bundle, manifest, dataset, seed))
     resamples = resamples if resamples is not None else (200 if quick else 1000)
@@ -332,6 +360,7 @@ def run_cascade_bench(
         curves={p: [float(v) for v in c] for p, c in curve_means.items()},
         points={p.name: (p.escalation_rate.mean, p.accuracy.mean) for p in policies},
         seconds=time.perf_counter() - started,
+        network=_network_report(runs, resamples, rtt_ms=rtt_ms, uplink_mbps=uplink_mbps),
     )
     step("done", total, total)
     return report.model_copy(update={"targets": check_targets(report)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from escalade.cascade_bench.report import CascadeReport, Estimate
+from escalade.cascade_bench.report import CascadeReport, Estimate, NetworkReport
 
 
 def _pct(e: Estimate | None, signed: bool = False) -> str:
@@ -61,7 +61,49 @@ def markdown(report: CascadeReport) -> str:
             f"| {100 * o.fixed_escalation_rate:.1f} "
             f"| {100 * o.fixed_curve_accuracy_at_online_rate:.2f} |"
         )
+    if r.network is not None:
+        lines += ["", *network_lines(r.network)]
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
     for t in r.targets:
         lines.append(f"| {t.name} | {t.goal} | {t.measured} | {'yes' if t.met else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def network_lines(n: NetworkReport) -> list[str]:
+    """The model network's policies, all at one escalation mask, against hub-only and the
+    monolith (the largest model for every input)."""
+    costs = ", ".join(
+        f"{name} {price:.3g}/1k, {ms * 1000:.0f} µs" for name, (price, ms) in n.model_costs.items()
+    )
+    lines = [
+        f"Model network, local max probability below the calibration split's "
+        f"{n.escalation_budget:.0%} quantile escalated; hub-only (generalist for every input) "
+        f"{100 * n.hub_only_accuracy:.2f} %, monolith ({n.monolith} for every input) "
+        f"{100 * n.monolith_accuracy:.2f} % at {n.monolith_cost_per_1k:.3g} per 1k and "
+        f"{n.monolith_latency_ms:.2f} ms mean. Models (declared price per 1k inputs, measured "
+        f"time at batch 1): {costs}. {n.article}.",
+        "",
+        "| policy | accuracy % | vs hub-only (pp) | vs monolith (pp) | escalated % | cost / 1k "
+        "| cost vs monolith | latency ms | latency vs monolith |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in n.policies:
+        lines.append(
+            f"| {p.name} | {100 * p.accuracy:.2f} | {_pct(p.delta_vs_hub, True)} "
+            f"| {100 * p.delta_vs_monolith:+.2f} | {100 * p.escalation_rate:.1f} "
+            f"| {p.cost_per_1k:.3f} | {p.cost_vs_monolith:+.0%} | {p.latency_mean_ms:.2f} "
+            f"| {p.latency_vs_monolith:+.0%} |"
+        )
+    lines += [
+        "",
+        "| meta-router, per seed | regret vs best fixed arm after warm-up (pp) | best fixed arm "
+        "| explored % | own cost / routed models, batched | single request |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, regret in enumerate(n.router_regret_pp):
+        lines.append(
+            f"| seed {i} | {regret:+.2f} | {n.router_best_fixed[i]} "
+            f"| {100 * n.router_explored[i]:.1f} | {n.router_cost_share_batched[i]:.2%} "
+            f"| {n.router_cost_share_single[i]:.2%} |"
+        )
+    return lines

@@ -13,6 +13,7 @@ import onnx
 from escalade.modelbuild.datasets import load_dataset
 from escalade.modelbuild.evaluate import OnnxRunner, measure
 from escalade.modelbuild.files import npz_bytes, write_atomic
+from escalade.modelbuild.network import fit_network
 from escalade.modelbuild.onnx_export import classifier_model, encoder_model, serialize
 from escalade.modelbuild.router import calibrate_router
 from escalade.modelbuild.stats import embedding_statistics
@@ -145,6 +146,8 @@ def build_bundle(
     hub_epochs: int | None = None,
     encoder_kind: EncoderKind = "pca",
     model_version: int = MODEL_VERSION,
+    network: bool = False,
+    network_base_price: float = 1.0,
 ) -> ModelManifest:
     """Train encoder, edge head and hub on `dataset`, export them to ONNX and write a bundle.
 
@@ -154,7 +157,10 @@ def build_bundle(
     batching pays (bench/escalation.py --batching). `encoder_kind`: "pca" (the default, linear) or
     "mlp" (the private recipe, docs/privacy.md). `model_version`: a new encoder of the same
     model is a new version (an adapter maps it to the old one, escalade/modelbuild/adapter.py).
-    Deterministic for a given seed and machine: the same inputs give byte-identical files.
+    `network`: also the hub's model network (small, wide and specialist models, pooling
+    weights, the meta-router's prior; docs/model-network.md), priced per 1000 inputs in
+    proportion to multiply-adds, the generalist's at `network_base_price`. Deterministic for a
+    given seed and machine: the same inputs give byte-identical files.
     """
     step = on_step or _no_progress
 
@@ -225,6 +231,24 @@ def build_bundle(
     )
     done()
 
+    built_network = None
+    if network:
+        built_network = fit_network(
+            model_id=model_id,
+            dataset_slug=data.slug,
+            recipe=recipe,
+            hub=hub,
+            hub_file=HUB_FILE,
+            train_embedding=train_embedding,
+            y_train=split.y_train,
+            cal_embedding=cal_embedding,
+            cal_local=runner.edge_probabilities(cal_embedding),
+            y_cal=split.y_cal,
+            seed=seed,
+            base_price=network_base_price,
+            step=step,
+        )
+
     done = stage("measuring on test split")
     metrics = measure(runner, split.X_test, split.y_test, router)
     done()
@@ -241,6 +265,7 @@ def build_bundle(
         # Raw inputs compress well (pixels are small integers); deflate stays deterministic.
         TEST_FILE: npz_bytes({"X": split.X_test, "y": split.y_test}, compress=True),
         CALIBRATION_SPLIT_FILE: npz_bytes({"X": split.X_cal, "y": split.y_cal}, compress=True),
+        **(built_network.files if built_network is not None else {}),
     }
     artifacts: dict[str, ArtifactFile] = {}
     for name, content in contents.items():
@@ -262,6 +287,7 @@ def build_bundle(
         test_split=artifacts[TEST_FILE],
         calibration_split=artifacts[CALIBRATION_SPLIT_FILE],
         router=router,
+        network=built_network.spec(artifacts) if built_network is not None else None,
         metrics=metrics,
     )
     write_manifest(out_dir, manifest)

@@ -66,8 +66,9 @@ class BundleVerdict:
 
 
 def artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
-    """Every file the manifest names (the roles' files, the optional ones, the adapters')."""
-    named = [
+    """Every file the manifest names (the roles' files, the optional ones, the network's and
+    the adapters')."""
+    named: list[ArtifactFile | None] = [
         manifest.encoder,
         manifest.head,
         manifest.hub,
@@ -76,12 +77,14 @@ def artifacts(manifest: ModelManifest) -> list[ArtifactFile]:
         manifest.calibration_split,
         manifest.router_model,
     ]
-    files = [f for f in named if f is not None]
+    if manifest.network is not None:
+        named += [m.file for m in manifest.network.models] + [manifest.network.router]
     # Adapters are signed like the roles' files: a swapped adapter would re-map every device
     # of its source version.
     for adapter in manifest.adapters:
-        files.extend((adapter.model, adapter.calibration))
-    return files
+        named += [adapter.model, adapter.calibration]
+    unique = {(f.path, f.sha256): f for f in named if f is not None}
+    return list(unique.values())
 
 
 def read_signature(bundle_dir: Path) -> ManifestSignature | None:
