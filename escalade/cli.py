@@ -8,12 +8,16 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
 
 from attestation import PolicyError
 from escalade.bundle_notes import check_bundle, describe, hub_accuracy_warning
 from escalade.console import (
+    StepCallback,
     console,
     print_demo_report,
     print_poisoning_report,
@@ -22,6 +26,40 @@ from escalade.console import (
 )
 from escalade.procs import ServiceError
 from escalade_protocol.artifacts import MANIFEST_NAME, BundleError
+
+Report = TypeVar("Report", bound=BaseModel)
+
+
+def write_figures(report: BaseModel, path: str | None) -> None:
+    """`--json PATH`: the report's figures, as the bench's pydantic model dumps them."""
+    if path:
+        Path(path).write_text(report.model_dump_json(indent=2) + "\n")
+        console.print(f"figures written to {path}")
+
+
+def run_bench(
+    args: argparse.Namespace,
+    run: Callable[[StepCallback], Report],
+    show: Callable[[Report], None],
+    *,
+    timed: bool = True,
+) -> tuple[int, Report | None]:
+    """One benchmark command: run it behind progress bars, show its tables, write `--json`.
+    A dataset that cannot be loaded is one line and exit 2."""
+    from escalade.modelbuild import DatasetError
+
+    started = time.perf_counter()
+    try:
+        with progress_bar() as step:
+            report = run(step)
+    except DatasetError as exc:
+        console.print(f"[red]escalade: error:[/] {exc}")
+        return 2, None
+    show(report)
+    if timed:
+        console.print(f"({time.perf_counter() - started:.0f} s)")
+    write_figures(report, args.json)
+    return 0, report
 
 
 def default_models_dir(dataset: str) -> Path:
@@ -135,9 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with progress_bar() as step:
         report = asyncio.run(run_demo(models, progress=step, limit=args.limit))
     print_demo_report(report)
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
-        console.print(f"figures written to {args.json}")
+    write_figures(report, args.json)
     return 0
 
 
@@ -168,27 +204,16 @@ def cmd_attest_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_poisoning(args: argparse.Namespace) -> int:
-    from escalade.modelbuild import DatasetError
     from escalade.poisoning_bench import run_poisoning_bench
 
-    started = time.perf_counter()
-    try:
-        with progress_bar() as step:
-            report = run_poisoning_bench(
-                args.dataset,
-                seed=args.seed,
-                on_step=step,
-                bundle_dir=Path(args.models) if args.models else None,
-            )
-    except DatasetError as exc:
-        console.print(f"[red]escalade: error:[/] {exc}")
-        return 2
-    print_poisoning_report(report)
-    console.print(f"({time.perf_counter() - started:.0f} s)")
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
-        console.print(f"figures written to {args.json}")
-    return 0
+    models = Path(args.models) if args.models else None
+    return run_bench(
+        args,
+        lambda step: run_poisoning_bench(
+            args.dataset, seed=args.seed, on_step=step, bundle_dir=models
+        ),
+        print_poisoning_report,
+    )[0]
 
 
 def cmd_bench_audits(args: argparse.Namespace) -> int:
@@ -206,103 +231,67 @@ def cmd_bench_audits(args: argparse.Namespace) -> int:
             bundle, devices=args.devices, messages=args.messages, honest_devices=args.devices
         )
     print(markdown(report))
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
-        console.print(f"figures written to {args.json}")
+    write_figures(report, args.json)
     return 0
 
 
 def cmd_bench_privacy(args: argparse.Namespace) -> int:
-    from escalade.modelbuild import DatasetError
     from escalade.privacy_bench import run_privacy_bench
     from escalade.privacy_bench.table import markdown
 
-    try:
-        with progress_bar() as step:
-            report = run_privacy_bench(args.dataset or ["digits"], seed=args.seed, on_step=step)
-    except DatasetError as exc:
-        console.print(f"[red]escalade: error:[/] {exc}")
-        return 2
-    print(markdown(report))
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
-        console.print(f"figures written to {args.json}")
-    return 0
+    return run_bench(
+        args,
+        lambda step: run_privacy_bench(args.dataset or ["digits"], seed=args.seed, on_step=step),
+        lambda report: print(markdown(report)),
+        timed=False,
+    )[0]
 
 
 def cmd_bench_cascade(args: argparse.Namespace) -> int:
     from escalade.cascade_bench import markdown, plot_curves, run_cascade_bench
-    from escalade.modelbuild import DatasetError
 
-    started = time.perf_counter()
-    try:
-        with progress_bar() as step:
-            report = run_cascade_bench(
-                args.dataset,
-                seeds=tuple(range(args.seeds)),
-                on_step=step,
-                rtt_ms=args.rtt_ms,
-                uplink_mbps=args.uplink_mbps,
-                hub_price=args.hub_price,
-                quick=args.quick,
-                network=args.network,
-            )
-    except DatasetError as exc:
-        console.print(f"[red]escalade: error:[/] {exc}")
-        return 2
-    print(markdown(report))
-    console.print(f"({time.perf_counter() - started:.0f} s)")
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
-        console.print(f"figures written to {args.json}")
-    if args.plot:
+    code, report = run_bench(
+        args,
+        lambda step: run_cascade_bench(
+            args.dataset,
+            seeds=tuple(range(args.seeds)),
+            on_step=step,
+            rtt_ms=args.rtt_ms,
+            uplink_mbps=args.uplink_mbps,
+            hub_price=args.hub_price,
+            quick=args.quick,
+            network=args.network,
+        ),
+        lambda report: print(markdown(report)),
+    )
+    if report is not None and args.plot:
         console.print(f"plot written to {plot_curves(report, Path(args.plot))}")
-    return 0
+    return code
 
 
 def cmd_bench_lifecycle(args: argparse.Namespace) -> int:
     from escalade.lifecycle_bench import markdown, run_lifecycle_bench
-    from escalade.modelbuild import DatasetError
 
-    try:
-        with progress_bar() as step:
-            report = run_lifecycle_bench(
-                args.dataset, seed=args.seed, quick=args.quick, on_step=step
-            )
-    except DatasetError as exc:
-        console.print(f"[red]escalade: error:[/] {exc}")
-        return 2
-    print(markdown(report))
-    console.print(f"({report.seconds:.0f} s)")
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
-        console.print(f"figures written to {args.json}")
-    return 0
+    return run_bench(
+        args,
+        lambda step: run_lifecycle_bench(
+            args.dataset, seed=args.seed, quick=args.quick, on_step=step
+        ),
+        lambda report: print(markdown(report)),
+    )[0]
 
 
 def cmd_bench_graph(args: argparse.Namespace) -> int:
     from escalade.graph_bench import markdown, run_graph_bench
-    from escalade.modelbuild import DatasetError
 
-    started = time.perf_counter()
-    try:
-        with progress_bar() as step:
-            report = run_graph_bench(
-                args.dataset,
-                seed=args.seed,
-                quick=args.quick,
-                models=Path(args.models).expanduser() if args.models else None,
-                progress=step,
-            )
-    except DatasetError as exc:
-        console.print(f"[red]escalade: error:[/] {exc}")
-        return 2
-    print(markdown(report))
-    console.print(f"({time.perf_counter() - started:.0f} s)")
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n")
-        console.print(f"figures written to {args.json}")
-    return 0
+    models = Path(args.models).expanduser() if args.models else None
+    return run_bench(
+        args,
+        lambda step: run_graph_bench(
+            args.dataset, seed=args.seed, quick=args.quick, models=models, progress=step
+        ),
+        lambda report: print(markdown(report)),
+    )[0]
 
 
 def _positive_int(text: str) -> int:
