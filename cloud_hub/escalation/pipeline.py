@@ -5,11 +5,14 @@ anything. `EscalationService` runs them around the parts that are not pure: the 
 between `inspect` and `open`, the (batched) hub model between `open` and `conclude`, the
 consequences (`consequences.judge`) and the durable record before `answer` signs.
 
-    inspect(body)               structure, header ranges, hub key, model, timestamp; the raw
+    inspect(body)               structure, header ranges, hub key, model (the hub's own
+                                version or one it has an adapter for), timestamp; the raw
                                 body is hashed here, once
     open(inspected, device)     device status, signature, decryption, tensor checks (the
-                                embedding, and the local probabilities if the device sent them)
-    conclude(..., probs)        poisoning checks and the record to commit
+                                embedding, through its version's adapter into the model's
+                                space, and the local probabilities if the device sent them)
+    conclude(..., probs)        poisoning checks (the route's reference statistics) and the
+                                record to commit
     unsigned_answer, sign       the answer, bound to the request's digest, then signed
 """
 
