@@ -67,7 +67,9 @@ def _document(endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref(e.response, "serialization")}},
             }
         }
-        for status in e.errors:
+        # Any body past the hub's --max-body-bytes is refused (413) before its handler runs.
+        takes_body = e.body is not None or e.raw_body is not None
+        for status in sorted({*e.errors, *((413,) if takes_body else ())}):
             responses[str(status)] = {
                 "description": _DESCRIPTIONS[status],
                 "content": {"application/json": {"schema": ref(ErrorBody, "serialization")}},
